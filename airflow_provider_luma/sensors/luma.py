@@ -1,0 +1,163 @@
+"""LumaGenerationSensor: wait for generations to reach a state, without holding a worker slot."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import Any
+
+from airflow.providers.common.compat.sdk import (
+    AirflowException,
+    AirflowFailException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    BaseSensorOperator,
+    Context,
+    PokeReturnValue,
+)
+from airflow_provider_luma.errors import LumaError, LumaInputError
+from airflow_provider_luma.hooks.luma import LumaHook
+from airflow_provider_luma.models import Generation, GenerationState, normalize_generation_ids
+from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
+from airflow_provider_luma.waiting import Finished, Poll
+
+#: How much later than the trigger's own deadline Airflow's deferral time-out fires: a backstop only.
+DEFERRAL_TIMEOUT_MARGIN = timedelta(minutes=2)
+
+
+def is_literal(value: Any) -> bool:
+    """Whether ``value`` is known at DAG parse time (not an XComArg, not a Jinja template)."""
+    if isinstance(value, str):
+        return "{{" not in value and "{%" not in value
+    if isinstance(value, Mapping):
+        return all(is_literal(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(is_literal(v) for v in value)
+    return isinstance(value, (int, float, bool)) or value is None
+
+
+class LumaGenerationSensor(BaseSensorOperator):
+    """
+    Wait until one or several Luma generations reach ``target_state``; fail the task if one fails.
+
+    Deferrable by default, whatever ``[operators] default_deferrable`` says: the wait runs in the
+    triggerer as long polls and no worker slot is held. It checks once before deferring. Returns
+    (as XCom) the generation as a dict (``generation_id``) or a list of them (``generation_ids``),
+    each with its ``video_url``.
+
+    .. seealso::
+        For more information on how to use this sensor, see the provider's README.
+
+    :param generation_id: One generation: an id, a generation dict (e.g. ``generate.output``), or a
+        template rendering to one. Give this or ``generation_ids``. (templated)
+    :param generation_ids: Several generations: a list of ids or dicts, an ``XComArg`` (also of a mapped
+        task), or a comma-separated string. (templated)
+    :param target_state: ``queued``, ``dreaming`` or ``completed`` (default). A later non-failed
+        state counts as reached; ``failed`` cannot be waited for.
+    :param luma_conn_id: The Luma connection.
+    :param deferrable: Wait in the triggerer (default). ``False`` pokes from the worker in ``poke``
+        or ``reschedule`` mode, each poke one long poll.
+    :param soft_fail: Skip instead of failing when a generation fails, the wait times out or the API
+        reports a permanent error.
+    """
+
+    template_fields: Sequence[str] = ("generation_id", "generation_ids")
+    ui_color = "#c9b8f5"
+
+    def __init__(
+        self,
+        *,
+        generation_id: Any = None,
+        generation_ids: Any = None,
+        target_state: str = GenerationState.COMPLETED.value,
+        luma_conn_id: str = LumaHook.default_conn_name,
+        deferrable: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if (generation_id is None) == (generation_ids is None):
+            raise LumaInputError(
+                f"{type(self).__name__} {self.task_id!r}: give exactly one of generation_id or generation_ids."
+            )
+        self.generation_id = generation_id
+        self.generation_ids = generation_ids
+        self.target_state = GenerationState.waitable(target_state).value
+        self.luma_conn_id = luma_conn_id
+        self.deferrable = deferrable
+        # Check literal ids now, at DAG parse time; templates and XComArgs are checked when rendered.
+        if is_literal(self._given_ids):
+            self._resolve_ids()
+
+    @property
+    def _given_ids(self) -> Any:
+        return self.generation_id if self.generation_ids is None else self.generation_ids
+
+    def _resolve_ids(self) -> list[str]:
+        parameter = "generation_id" if self.generation_ids is None else "generation_ids"
+        ids = normalize_generation_ids(self._given_ids, parameter=parameter)
+        if self.generation_ids is None and len(ids) != 1:
+            raise LumaInputError(f"generation_id must be one id, got {len(ids)}: use generation_ids for several.")
+        return ids
+
+    @cached_property
+    def hook(self) -> LumaHook:
+        """The Luma hook."""
+        return LumaHook(luma_conn_id=self.luma_conn_id)
+
+    def execute(self, context: Context) -> Any:
+        """Check once; if not there yet, defer to :class:`LumaGenerationTrigger` (or poke when not deferrable)."""
+        ids = self._resolve_ids()
+        if not self.deferrable:
+            return super().execute(context)
+        deadline = time.time() + self.timeout
+        wait = self.hook.new_wait(ids, self.target_state, deadline=deadline)
+        finished = wait.observe(self.hook.get_generations(ids) if len(ids) > 1 else [self.hook.get_generation(ids[0])])
+        if finished is not None:
+            return self._finish(finished.to_event())
+        self.defer(
+            trigger=LumaGenerationTrigger(
+                generation_ids=ids, target_state=self.target_state, luma_conn_id=self.luma_conn_id, deadline=deadline
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout) + DEFERRAL_TIMEOUT_MARGIN,
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
+        """Turn the trigger's event into the task's result or failure."""
+        return self._finish(event)
+
+    def poke(self, context: Context) -> PokeReturnValue:
+        """One long poll, held by the server at most the connection's time-out."""
+        ids = self._resolve_ids()
+        settings = self.hook.settings
+        wait = self.hook.new_wait(ids, self.target_state)
+        deadline = time.time() + min(settings.timeout, float(self.timeout))
+        try:
+            generations = self.hook.poll(Poll(ids, GenerationState(self.target_state), deadline))
+        except LumaError as error:
+            if error.transient:
+                self.log.warning("No news from Luma this poke: %s", error.message)
+                return PokeReturnValue(is_done=False)
+            raise
+        finished = wait.observe(generations)
+        if finished is None:
+            return PokeReturnValue(is_done=False)
+        return PokeReturnValue(is_done=True, xcom_value=self._finish(finished.to_event()))
+
+    def _finish(self, event: Mapping[str, Any] | None) -> Any:
+        if not event or "status" not in event:
+            raise AirflowException(f"{self.task_id}: the Luma trigger sent no usable event ({event!r}).")
+        status, message = event["status"], event.get("message") or "no message"
+        if status == "success":
+            generations = [Generation.from_dict(g).to_dict() for g in event.get("generations", [])]
+            return generations[0] if self.generation_ids is None else generations
+        if self.soft_fail:
+            raise AirflowSkipException(f"Skipping (soft_fail): {message}")
+        if status == "failed":
+            # A failed generation stays failed: retrying this sensor cannot help.
+            raise AirflowFailException(message)
+        if status == "timeout":
+            raise AirflowSensorTimeout(message)
+        raise LumaError(message)

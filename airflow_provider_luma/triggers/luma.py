@@ -1,0 +1,87 @@
+"""LumaGenerationTrigger: waits in Airflow's triggerer for generations to reach a state."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow_provider_luma.errors import LumaError, LumaInputError
+from airflow_provider_luma.hooks.luma import LumaHook
+from airflow_provider_luma.models import GenerationState, normalize_generation_ids
+from airflow_provider_luma.waiting import Finished
+
+#: Pacing settings a trigger may carry; unset ones come from the connection.
+TUNING_KEYS = ("min_poll_interval", "initial_backoff", "max_backoff")
+
+
+class LumaGenerationTrigger(BaseTrigger):
+    """
+    Long-poll the Luma API until every generation reaches ``target_state`` (or a later non-failed state).
+
+    Yields exactly one event, ``{"status", "message", "generations"}``, where status is ``success``,
+    ``failed`` (a generation failed), ``timeout`` (``deadline`` passed) or ``error`` (a permanent API
+    error, such as a rejected key or an unknown id). Transient errors never end the wait before the
+    deadline. Everything it needs is in its kwargs (ids, state, connection id, absolute deadline), so
+    a trigger rebuilt after a triggerer restart resumes the same wait.
+
+    :param generation_ids: The generations to wait for.
+    :param target_state: ``queued``, ``dreaming`` or ``completed`` (default).
+    :param luma_conn_id: The Luma connection.
+    :param deadline: UNIX time after which the wait ends with ``timeout``; ``None``: no limit.
+    :param tuning: Optional pacing overrides: ``min_poll_interval``, ``initial_backoff``, ``max_backoff``
+        (seconds).
+    """
+
+    def __init__(
+        self,
+        generation_ids: list[str],
+        target_state: str = GenerationState.COMPLETED.value,
+        luma_conn_id: str = LumaHook.default_conn_name,
+        deadline: float | None = None,
+        **tuning: float,
+    ) -> None:
+        super().__init__()
+        unknown = set(tuning) - set(TUNING_KEYS)
+        if unknown:
+            raise LumaInputError(f"Unknown trigger settings {sorted(unknown)}: use {', '.join(TUNING_KEYS)}.")
+        self.generation_ids = normalize_generation_ids(generation_ids)
+        self.target_state = GenerationState.waitable(target_state).value
+        self.luma_conn_id = luma_conn_id
+        self.deadline = None if deadline is None else float(deadline)
+        self.tuning = {key: float(value) for key, value in tuning.items() if value is not None}
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """Classpath and plain-JSON kwargs: ids, state, connection id, deadline and tuning; never a secret."""
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "generation_ids": list(self.generation_ids),
+                "target_state": self.target_state,
+                "luma_conn_id": self.luma_conn_id,
+                "deadline": self.deadline,
+                **self.tuning,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Wait, then yield the one event that says how the wait ended."""
+        hook = LumaHook(luma_conn_id=self.luma_conn_id)
+        try:
+            async with hook:
+                settings = await hook.asettings()
+                pacing = replace(settings.pacing, **self.tuning)
+                wait = hook.new_wait(
+                    self.generation_ids,
+                    self.target_state,
+                    deadline=self.deadline,
+                    settings=settings,
+                    pacing=pacing,
+                    logger=self.log,
+                )
+                finished = await hook.arun_wait(wait)
+        except LumaError as error:
+            finished = Finished("error", error.message)
+        self.log.info("Luma wait ended: %s", finished.message)
+        yield TriggerEvent(finished.to_event())

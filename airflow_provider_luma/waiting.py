@@ -1,0 +1,237 @@
+"""
+The waiting logic, written once and driven by the sync hook, the trigger and the sensor alike.
+
+:class:`WaitLoop` does no I/O and never sleeps: it says what to do next (:class:`Poll`,
+:class:`Sleep`) and, given what happened, decides when the wait is over (:class:`Finished`).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from airflow_provider_luma.errors import (
+    LumaError,
+    LumaGenerationFailedError,
+    LumaWaitTimeoutError,
+)
+from airflow_provider_luma.models import Generation, GenerationState
+
+log = logging.getLogger(__name__)
+
+WaitStatus = Literal["success", "failed", "timeout", "error"]
+
+
+@dataclass(frozen=True)
+class WaitPacing:
+    """
+    How a wait spaces its calls.
+
+    :param min_poll_interval: Least seconds between the starts of two polls. A server that holds
+        the long poll never makes this matter; one that answers at once (it ignored ``state``)
+        is asked again only after this long.
+    :param initial_backoff: Seconds to wait after the first poll that failed transiently.
+    :param max_backoff: Cap of the exponential back-off after repeated transient failures.
+    """
+
+    min_poll_interval: float = 5.0
+    initial_backoff: float = 1.0
+    max_backoff: float = 60.0
+
+    def after_answer(self, call_seconds: float) -> float:
+        """Seconds to pause after a poll that answered in ``call_seconds`` without ending the wait."""
+        return max(0.0, self.min_poll_interval - call_seconds)
+
+    def after_transient_error(self, consecutive_failures: int) -> float:
+        """Seconds to back off after ``consecutive_failures`` failed polls in a row (full jitter on top half)."""
+        ceiling = min(self.max_backoff, self.initial_backoff * 2 ** max(0, consecutive_failures - 1))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+@dataclass(frozen=True)
+class Poll:
+    """Fetch ``generation_ids`` with a long poll for ``target``, giving up at ``deadline`` (UNIX time)."""
+
+    generation_ids: list[str]
+    target: GenerationState
+    deadline: float
+
+
+@dataclass(frozen=True)
+class Sleep:
+    """Pause for ``seconds`` before the next step."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Finished:
+    """
+    The wait is over.
+
+    :param status: ``success``, ``failed`` (a generation failed), ``timeout`` or ``error``.
+    :param message: One sentence for logs and task failures.
+    :param generations: The latest known state of every generation waited for, in order.
+    :param error: The permanent error that ended the wait, for ``error``.
+    """
+
+    status: WaitStatus
+    message: str
+    generations: list[Generation] = field(default_factory=list)
+    error: LumaError | None = None
+
+    def to_event(self) -> dict[str, Any]:
+        """The plain-JSON trigger event payload."""
+        return {
+            "status": self.status,
+            "message": self.message,
+            "generations": [generation.to_dict() for generation in self.generations],
+        }
+
+    def result(self) -> list[Generation]:
+        """Return the generations on success; raise the matching :class:`LumaError` otherwise."""
+        if self.status == "success":
+            return self.generations
+        if self.status == "failed":
+            failed = next(g for g in self.generations if g.is_failed)
+            raise LumaGenerationFailedError(failed.id, failed.failure_reason)
+        if self.status == "timeout":
+            raise LumaWaitTimeoutError(self.message)
+        raise self.error or LumaError(self.message)
+
+
+Step = Poll | Sleep | Finished
+
+
+class WaitLoop:
+    """
+    Decides each step of a wait for generations to reach a state, until an absolute deadline.
+
+    Drive it with ``step = loop.first_step()`` and then ``step = loop.after_poll(...)`` /
+    ``loop.after_sleep()`` until a :class:`Finished` comes back.
+
+    :param generation_ids: The generations to wait for.
+    :param target: The state to wait for (a later non-failed state counts too).
+    :param deadline: UNIX time after which the wait ends with ``timeout``; ``None`` waits forever.
+    :param pacing: How calls are spaced.
+    :param clock: Wall-clock source (seconds since the epoch); tests and benchmarks may replace it.
+    """
+
+    def __init__(
+        self,
+        generation_ids: Iterable[str],
+        target: GenerationState,
+        *,
+        deadline: float | None,
+        pacing: WaitPacing | None = None,
+        clock: Callable[[], float] = time.time,
+        logger: logging.Logger | logging.LoggerAdapter | None = None,
+    ):
+        self.generation_ids = list(generation_ids)
+        self.target = target
+        self.deadline = float("inf") if deadline is None else deadline
+        self.pacing = pacing or WaitPacing()
+        self.clock = clock
+        self.log = logger or log
+        self.latest: dict[str, Generation] = {}
+        self._changed_at: dict[str, float] = {}
+        self._started_at = clock()
+        self._transient_failures = 0
+
+    @property
+    def pending_ids(self) -> list[str]:
+        """The ids that have not reached the target yet."""
+        return [i for i in self.generation_ids if not (i in self.latest and self.latest[i].has_reached(self.target))]
+
+    def first_step(self) -> Step:
+        """The first thing to do."""
+        return self._next_poll()
+
+    def after_poll(self, answer: list[Generation] | LumaError, call_seconds: float) -> Step:
+        """
+        Decide what follows a poll.
+
+        :param answer: The generations the poll returned, or the error it ended with (after the
+            hook's own retries).
+        :param call_seconds: How long the poll took.
+        """
+        if isinstance(answer, LumaError):
+            if not answer.transient:
+                return Finished("error", answer.message, self._ordered(), error=answer)
+            self._transient_failures += 1
+            delay = self.pacing.after_transient_error(self._transient_failures)
+            self.log.warning(
+                "Polling Luma failed (%s); trying again in %.1f s. Failures in a row: %d.",
+                answer.message,
+                delay,
+                self._transient_failures,
+            )
+            return self._sleep_or_timeout(delay)
+        self._transient_failures = 0
+        return self.observe(answer) or self._sleep_or_timeout(self.pacing.after_answer(call_seconds))
+
+    def observe(self, generations: Iterable[Generation]) -> Finished | None:
+        """Record what the API reported; return how the wait ended, or ``None`` if it goes on."""
+        for generation in generations:
+            if generation.id in self.generation_ids:
+                self._record(generation)
+        failed = [g for g in self._ordered() if g.is_failed]
+        if failed:
+            reasons = "; ".join(f"{g.id}: {g.failure_reason or 'no reason given'}" for g in failed)
+            return Finished("failed", f"Luma generation failed ({reasons}).", self._ordered())
+        if not self.pending_ids:
+            return Finished(
+                "success",
+                f"{len(self.generation_ids)} Luma generation(s) reached '{self.target.value}'.",
+                self._ordered(),
+            )
+        return None
+
+    def after_sleep(self) -> Step:
+        """What follows a pause: the next poll, or the end if the deadline passed."""
+        return self._next_poll()
+
+    def _next_poll(self) -> Step:
+        if self.clock() >= self.deadline:
+            return self._timed_out()
+        return Poll(self.pending_ids, self.target, self.deadline)
+
+    def _sleep_or_timeout(self, delay: float) -> Step:
+        remaining = self.deadline - self.clock()
+        if remaining <= 0:
+            return self._timed_out()
+        return Sleep(min(delay, remaining)) if delay > 0 else self._next_poll()
+
+    def _timed_out(self) -> Finished:
+        states = ", ".join(f"{i}: {self._state_of(i)}" for i in self.pending_ids)
+        return Finished(
+            "timeout",
+            f"Timed out waiting for Luma generation(s) to reach '{self.target.value}' ({states}).",
+            self._ordered(),
+        )
+
+    def _state_of(self, generation_id: str) -> str:
+        generation = self.latest.get(generation_id)
+        return (generation.state or "unknown") if generation else "not seen yet"
+
+    def _ordered(self) -> list[Generation]:
+        return [self.latest[i] for i in self.generation_ids if i in self.latest]
+
+    def _record(self, generation: Generation) -> None:
+        previous = self.latest.get(generation.id)
+        self.latest[generation.id] = generation
+        if previous is not None and previous.state == generation.state:
+            return
+        now = self.clock()
+        since = self._changed_at.get(generation.id, self._started_at)
+        self._changed_at[generation.id] = now
+        if previous is None:
+            self.log.info("Luma generation %s is %s.", generation.id, generation.state)
+        else:
+            self.log.info(
+                "Luma generation %s: %s → %s after %.0f s.", generation.id, previous.state, generation.state, now - since
+            )

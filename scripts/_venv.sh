@@ -1,0 +1,20 @@
+# Sourced by the scripts: makes (or reuses) .venv/airflow-$AIRFLOW_VERSION with the provider installed.
+# Needs only python3 (>= 3.11) and pip; everything else comes from the package registry.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+AIRFLOW_VERSION=${AIRFLOW_VERSION:-3.3.2}
+PYTHON=${PYTHON:-python3}
+VENV="$ROOT/.venv/airflow-$AIRFLOW_VERSION"
+STAMP="$VENV/.installed"
+want="$AIRFLOW_VERSION $(cat "$ROOT/pyproject.toml" | sha1sum | cut -c1-12)"
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "Creating $VENV (Airflow $AIRFLOW_VERSION)..." >&2
+  "$PYTHON" -m venv "$VENV"
+fi
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
+  echo "Installing the provider with Airflow $AIRFLOW_VERSION into $VENV..." >&2
+  "$VENV/bin/python" -m pip install -q --upgrade pip >&2
+  "$VENV/bin/python" -m pip install -q -e "$ROOT[test,dev]" "apache-airflow==$AIRFLOW_VERSION" >&2
+  echo "$want" > "$STAMP"
+fi
+export PATH="$VENV/bin:$PATH"
