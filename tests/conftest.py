@@ -69,9 +69,16 @@ def airflow_db() -> Path:
     return AIRFLOW_HOME
 
 
+def logged_text(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> str:
+    """Everything logged so far: stdlib records and what Airflow 3's structlog printed."""
+    captured = capsys.readouterr()
+    return "\n".join([*(r.getMessage() for r in caplog.records), captured.out, captured.err])
+
+
 @pytest.fixture(autouse=True)
-def _no_sentinel_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """Every test: the key never appears in anything logged."""
+def _no_sentinel_in_logs(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> Iterator[None]:
+    """Every test: the key never appears in anything logged or printed."""
+    caplog.set_level("DEBUG")
     yield
-    leaked = [r.getMessage() for r in caplog.records if SENTINEL_KEY in r.getMessage()]
-    assert not leaked, f"API key found in log records: {leaked[:3]}"
+    text = logged_text(caplog, capsys)
+    assert SENTINEL_KEY not in text, "the API key was logged or printed"

@@ -6,10 +6,10 @@ import asyncio
 import ipaddress
 import json
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -57,6 +57,7 @@ GENERATIONS_PATH = "/v2/generate/video/luma-ai/generations"
 PROBE_GENERATION_ID = "00000000-0000-4000-8000-000000000000"
 MAX_RETRY_AFTER = 60.0
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,8 @@ class LumaSettings:
     :param ids_per_request: Most ids sent in one multi-fetch call.
     :param min_poll_interval: Least seconds between two polls of a wait (see :class:`WaitPacing`).
     :param max_backoff: Cap in seconds of a wait's back-off after failed polls.
+    :param comma_separated_ids: Send multi-fetch ids as ``generation_ids=A,B`` instead of the
+        default ``generation_ids[]=A&generation_ids[]=B`` (both documented; for proxies that mangle ``[]``).
     """
 
     conn_id: str
@@ -84,6 +87,7 @@ class LumaSettings:
     ids_per_request: int = 6
     min_poll_interval: float = 5.0
     max_backoff: float = 60.0
+    comma_separated_ids: bool = False
 
     def __repr__(self) -> str:  # never show the key, even in a debugger or a traceback
         return f"LumaSettings(conn_id={self.conn_id!r}, base_url={self.base_url!r}, api_key='***')"
@@ -117,6 +121,7 @@ class LumaSettings:
             ids_per_request=_extra(extras, conn_id, "ids_per_request", int, cls.ids_per_request, minimum=1),
             min_poll_interval=_extra(extras, conn_id, "min_poll_interval", float, cls.min_poll_interval, minimum=0.0),
             max_backoff=_extra(extras, conn_id, "max_backoff", float, cls.max_backoff, minimum=0.0),
+            comma_separated_ids=_extra(extras, conn_id, "comma_separated_ids", bool, False),
         )
 
     @property
@@ -384,12 +389,13 @@ class LumaHook(BaseHook):
         params: Any = None,
         body: Mapping[str, Any] | None = None,
         deadline: float | None = None,
-    ) -> Any:
+        parse: Callable[[Any], T],
+    ) -> T:
         settings = self.settings
         url = settings.base_url + path
         creates = method == "POST"
 
-        def call() -> Any:
+        def call() -> T:
             try:
                 response = self._session.request(
                     method,
@@ -405,7 +411,7 @@ class LumaHook(BaseHook):
                 raise error_for_response(
                     response.status_code, text, response.headers, what=what, conn_id=settings.conn_id
                 )
-            return parse_json(text, what=what)
+            return parse(parse_json(text, what=what))
 
         for attempt in Retrying(**_RetryPolicy(settings, deadline=deadline, creates=creates).kwargs()):
             with attempt:
@@ -437,7 +443,8 @@ class LumaHook(BaseHook):
         params: Any = None,
         body: Mapping[str, Any] | None = None,
         deadline: float | None = None,
-    ) -> Any:
+        parse: Callable[[Any], T],
+    ) -> T:
         settings = await self.asettings()
         url = settings.base_url + path
         creates = method == "POST"
@@ -445,7 +452,7 @@ class LumaHook(BaseHook):
         session = self._new_async_session() if own_session else self._async_session
         assert session is not None
 
-        async def call() -> Any:
+        async def call() -> T:
             timeout = aiohttp.ClientTimeout(
                 total=None, connect=settings.connect_timeout, sock_read=settings.read_timeout(deadline)
             )
@@ -459,7 +466,7 @@ class LumaHook(BaseHook):
                 raise _connection_error(error, what=what, creates=creates) from None
             if status >= 400:
                 raise error_for_response(status, text, headers, what=what, conn_id=settings.conn_id)
-            return parse_json(text, what=what)
+            return parse(parse_json(text, what=what))
 
         try:
             async for attempt in AsyncRetrying(**_RetryPolicy(settings, deadline=deadline, creates=creates).kwargs()):
@@ -511,8 +518,8 @@ class LumaHook(BaseHook):
 
     def submit_generation(self, body: Mapping[str, Any]) -> Generation:
         """Submit a request body already checked by :func:`build_create_request`."""
-        generation = Generation.from_api(
-            self._request("POST", GENERATION_PATH, what="creating a generation", body=body)
+        generation = self._request(
+            "POST", GENERATION_PATH, what="creating a generation", body=body, parse=Generation.from_api
         )
         self.log.info("Created Luma generation %s (%s).", generation.id, generation.state)
         return generation
@@ -520,8 +527,8 @@ class LumaHook(BaseHook):
     async def acreate_generation(self, prompt: str, **parameters: Any) -> Generation:
         """Async twin of :meth:`create_generation` (same parameters)."""
         body = build_create_request(prompt, **parameters)
-        generation = Generation.from_api(
-            await self._arequest("POST", GENERATION_PATH, what="creating a generation", body=body)
+        generation = await self._arequest(
+            "POST", GENERATION_PATH, what="creating a generation", body=body, parse=Generation.from_api
         )
         self.log.info("Created Luma generation %s (%s).", generation.id, generation.state)
         return generation
@@ -540,14 +547,14 @@ class LumaHook(BaseHook):
         :param deadline: UNIX time by which the call (with its retries) gives up.
         """
         request = _single_request(generation_id, state)
-        return Generation.from_api(self._request("GET", GENERATION_PATH, deadline=deadline, **request))
+        return self._request("GET", GENERATION_PATH, deadline=deadline, parse=Generation.from_api, **request)
 
     async def aget_generation(
         self, generation_id: str, state: str | None = None, *, deadline: float | None = None
     ) -> Generation:
         """Async twin of :meth:`get_generation`."""
         request = _single_request(generation_id, state)
-        return Generation.from_api(await self._arequest("GET", GENERATION_PATH, deadline=deadline, **request))
+        return await self._arequest("GET", GENERATION_PATH, deadline=deadline, parse=Generation.from_api, **request)
 
     def get_generations(
         self, generation_ids: Iterable[str], state: str | None = None, *, deadline: float | None = None
@@ -562,8 +569,10 @@ class LumaHook(BaseHook):
         ids = normalize_generation_ids(generation_ids)
         result: list[Generation] = []
         for chunk in _chunks(ids, self.settings.ids_per_request):
-            payload = self._request("GET", GENERATIONS_PATH, deadline=deadline, **_multi_request(chunk, state))
-            result.extend(parse_generation_list(payload))
+            request = _multi_request(chunk, state, self.settings)
+            result.extend(
+                self._request("GET", GENERATIONS_PATH, deadline=deadline, parse=parse_generation_list, **request)
+            )
         return result
 
     async def aget_generations(
@@ -574,11 +583,17 @@ class LumaHook(BaseHook):
         settings = await self.asettings()
         answers = await asyncio.gather(
             *(
-                self._arequest("GET", GENERATIONS_PATH, deadline=deadline, **_multi_request(chunk, state))
+                self._arequest(
+                    "GET",
+                    GENERATIONS_PATH,
+                    deadline=deadline,
+                    parse=parse_generation_list,
+                    **_multi_request(chunk, state, settings),
+                )
                 for chunk in _chunks(ids, settings.ids_per_request)
             )
         )
-        return [generation for payload in answers for generation in parse_generation_list(payload)]
+        return [generation for chunk in answers for generation in chunk]
 
     def poll(self, step: Poll) -> list[Generation]:
         """One long poll of a wait: single-fetch for one id, multi-fetch for several."""
@@ -706,6 +721,208 @@ class LumaHook(BaseHook):
             return False, error.message
         return True, "The Luma API accepted the key."
 
+    # -- video download --------------------------------------------------------------------------
+    # Added for the download operator. The imports of this section are local so that it stays one
+    # self-contained block of the class.
+
+    #: Bytes read from the CDN and written per step: the video is streamed, never held in memory.
+    VIDEO_CHUNK_SIZE = 1024 * 1024
+    #: Retries of one download after transient CDN errors (5xx, 429, dropped or short transfers).
+    VIDEO_MAX_RETRIES = 3
+    #: Connect and read time-outs (seconds) of one CDN request.
+    VIDEO_TIMEOUT = (10.0, 60.0)
+
+    def download_video(
+        self,
+        generation: Any,
+        destination: Any,
+        *,
+        chunk_size: int = VIDEO_CHUNK_SIZE,
+        into_folder: bool | None = None,
+        max_retries: int = VIDEO_MAX_RETRIES,
+    ) -> Any:
+        """
+        Download the video of a completed generation and return where it was written.
+
+        The video is streamed from the CDN with a plain request (the API key is never sent there) into
+        a temporary file next to the destination, checked against ``Content-Length``, and only then
+        moved under its final name; a failed or interrupted download leaves nothing behind. Running it
+        again overwrites the file atomically.
+
+        :param generation: A generation dict (as the generate operator or the sensor return it), a
+            :class:`~airflow_provider_luma.models.Generation`, or an id (then it is fetched first).
+        :param destination: A local file path (``str`` or ``Path``), a folder (an existing one, or a
+            path ending in ``/``: the video goes to ``<folder>/<generation id>.mp4``), or an
+            ``ObjectStoragePath``. Missing parent folders are created.
+        :param chunk_size: Bytes read and written per step.
+        :param into_folder: ``True``: ``destination`` is a folder even if it does not exist yet;
+            ``None`` (default): decide from the destination itself.
+        :param max_retries: Retries after transient CDN errors.
+        :return: The written file: a ``pathlib.Path``, or an ``ObjectStoragePath`` when one was given.
+        """
+        import uuid
+
+        resolved = self._completed_generation(generation)
+        target = self._video_target(destination, resolved.id, into_folder=into_folder)
+        self._ensure_parent(target)
+        temporary = target.with_name(f"{target.name}.part-{uuid.uuid4().hex}")
+        host = urlsplit(resolved.video_url or "").hostname
+        self.log.info("Downloading the video of Luma generation %s from %s to %s.", resolved.id, host, target)
+        retrying = Retrying(
+            stop=stop_after_attempt(max_retries + 1),
+            wait=wait_exponential_jitter(initial=0.5, max=10.0, jitter=0.5),
+            retry=retry_if_exception(_is_transient),
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    size = self._stream_video(resolved, temporary, chunk_size)
+            self._move_into_place(temporary, target)
+        except BaseException:
+            self._remove_quietly(temporary)
+            raise
+        self.log.info("Wrote the video of Luma generation %s (%d bytes) to %s.", resolved.id, size, target)
+        return target
+
+    def check_video_destination(self, destination: Any, *, into_folder: bool | None = None) -> None:
+        """
+        Fail early, with a clear :class:`~airflow_provider_luma.errors.LumaInputError`, when videos
+        cannot be written to ``destination``.
+
+        Creates the folder (or the file's parent folders) if missing. Local destinations are probed
+        by creating and deleting a file; object storage is only checked when written to.
+
+        :param destination: As for :meth:`download_video`.
+        :param into_folder: As for :meth:`download_video`.
+        """
+        import tempfile
+        from pathlib import Path
+
+        from airflow_provider_luma.errors import LumaInputError
+
+        target = self._video_target(destination, "write-check", into_folder=into_folder)
+        self._ensure_parent(target)
+        if isinstance(target, Path):
+            try:
+                with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".luma-write-check-"):
+                    pass
+            except OSError as error:
+                raise LumaInputError(
+                    f"The video destination {destination} is not writable: {error.strerror or error}."
+                ) from None
+
+    def _completed_generation(self, generation: Any) -> Generation:
+        if isinstance(generation, str):
+            (generation_id,) = normalize_generation_ids([generation], parameter="generation")
+            resolved = self.get_generation(generation_id)
+        elif isinstance(generation, Generation):
+            resolved = generation
+        elif isinstance(generation, Mapping):
+            resolved = Generation.from_dict(generation)
+        else:
+            raise LumaError(
+                f"Cannot download the video of {type(generation).__name__} {generation!r}: "
+                "give a generation dict, a Generation or a generation id."
+            )
+        if resolved.is_failed:
+            raise LumaError(
+                f"Luma generation {resolved.id} failed ({resolved.failure_reason or 'no reason given'}): "
+                "it has no video to download."
+            )
+        if not resolved.has_reached(GenerationState.COMPLETED):
+            raise LumaError(
+                f"Luma generation {resolved.id} is {resolved.state or 'in an unknown state'}, not completed: wait "
+                "for it (LumaGenerationSensor, or the generate operator with wait_for_completion=True) first."
+            )
+        if not resolved.video_url:
+            raise LumaError(f"Luma generation {resolved.id} is completed but the API reported no video URL.")
+        return resolved
+
+    @staticmethod
+    def _video_target(destination: Any, generation_id: str, *, into_folder: bool | None) -> Any:
+        import os
+        from pathlib import Path
+
+        from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+        from airflow_provider_luma.errors import LumaInputError
+
+        if isinstance(destination, ObjectStoragePath):
+            folder = into_folder if into_folder is not None else destination.is_dir()
+            return destination / f"{generation_id}.mp4" if folder else destination
+        if not isinstance(destination, (str, os.PathLike)) or not str(destination).strip():
+            raise LumaInputError(
+                f"destination must be a local path or an ObjectStoragePath, not {type(destination).__name__} "
+                f"{destination!r}."
+            )
+        text = os.fspath(destination)
+        path = Path(text).expanduser()
+        folder = into_folder if into_folder is not None else (text.endswith(("/", os.sep)) or path.is_dir())
+        return path / f"{generation_id}.mp4" if folder else path
+
+    @staticmethod
+    def _ensure_parent(target: Any) -> None:
+        from airflow_provider_luma.errors import LumaInputError
+
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise LumaInputError(
+                f"Cannot create the folder {target.parent} for the video: {getattr(error, 'strerror', None) or error}."
+            ) from None
+
+    def _stream_video(self, generation: Generation, temporary: Any, chunk_size: int) -> int:
+        # A plain request, not self._session: the CDN must never see the API key.
+        what = f"downloading the video of generation {generation.id}"
+        headers = {"User-Agent": f"airflow-provider-luma/{__version__}", "Accept-Encoding": "identity"}
+        assert generation.video_url is not None
+        try:
+            with requests.get(generation.video_url, stream=True, headers=headers, timeout=self.VIDEO_TIMEOUT) as answer:
+                if answer.status_code >= 400:
+                    error = error_for_response(
+                        answer.status_code, answer.text, answer.headers, what=what, conn_id=self.luma_conn_id
+                    )
+                    if not error.transient:
+                        # A 403/404 from the CDN means an expired or wrong link, not a bad API key.
+                        error = LumaError(
+                            f"The video host answered {answer.status_code} while {what}: the link may have expired; "
+                            "fetch the generation again for a fresh one.",
+                            status_code=answer.status_code,
+                        )
+                    raise error
+                expected = answer.headers.get("Content-Length")
+                written = 0
+                with temporary.open("wb") as file:
+                    for chunk in answer.iter_content(chunk_size=chunk_size):
+                        file.write(chunk)
+                        written += len(chunk)
+        except requests.exceptions.RequestException as error:
+            raise LumaConnectionError(
+                f"The video host dropped the connection while {what} ({type(error).__name__})."
+            ) from None
+        if expected is not None and expected.isdigit() and written != int(expected):
+            raise LumaConnectionError(f"The video host sent {written} of {expected} bytes while {what}.")
+        return written
+
+    @staticmethod
+    def _move_into_place(temporary: Any, target: Any) -> None:
+        import os
+        from pathlib import Path
+
+        if isinstance(temporary, Path):
+            os.replace(temporary, target)  # atomic on one file system: readers see the old or the new file
+        else:
+            temporary.rename(target)  # object stores: copy and delete; the final name is only ever whole
+
+    @staticmethod
+    def _remove_quietly(temporary: Any) -> None:
+        import contextlib
+
+        with contextlib.suppress(Exception):
+            if temporary.exists():
+                temporary.unlink()
+
 
 def _single_request(generation_id: str, state: str | None) -> dict[str, Any]:
     (checked_id,) = normalize_generation_ids([generation_id], parameter="generation_id")
@@ -715,8 +932,12 @@ def _single_request(generation_id: str, state: str | None) -> dict[str, Any]:
     return {"params": params, "what": f"fetching generation {checked_id}"}
 
 
-def _multi_request(ids: list[str], state: str | None) -> dict[str, Any]:
-    params: list[tuple[str, str]] = [("generation_ids[]", generation_id) for generation_id in ids]
+def _multi_request(ids: list[str], state: str | None, settings: LumaSettings) -> dict[str, Any]:
+    params: list[tuple[str, str]] = (
+        [("generation_ids", ",".join(ids))]
+        if settings.comma_separated_ids
+        else [("generation_ids[]", generation_id) for generation_id in ids]
+    )
     if state is not None:
         params.append(("state", GenerationState.waitable(state).value))
     return {"params": params, "what": f"fetching generations {', '.join(ids)}"}

@@ -1,9 +1,25 @@
 """A local simulator of the AI/ML API wrapper of Luma's video generation.
 
-It serves the three API endpoints the provider uses (create, long-poll one generation,
-long-poll several) on one origin and the finished videos on a second origin (like a CDN),
-with scriptable timelines, faults and a request log. Only ``aiohttp`` and the standard
-library are used, so it can run beside any Airflow version.
+It serves the API the provider uses on one origin and the finished videos on a second
+origin (like a CDN), with scriptable timelines, faults and a request log. Only ``aiohttp``
+and the standard library are used, so it runs beside any Airflow version.
+
+API origin (``Authorization: Bearer <key>`` required; 401 wrong/missing, 403 exhausted key):
+
+* ``POST /v2/generate/video/luma-ai/generation``: validate the body, answer 201 + generation.
+* ``GET  /v2/generate/video/luma-ai/generation?generation_id=ID&state=S``: long poll, held
+  until the state is S or later (queued < dreaming < completed < failed) or ``hold_seconds``.
+* ``GET  /v2/generate/video/luma-ai/generations?generation_ids[]=A&generation_ids=B,C&state=S``:
+  held until all reached S, any failed, or the hold expires.
+
+Video origin: ``GET /videos/<id>.mp4`` serves ``sample.mp4`` (no auth; whether an
+``Authorization`` header came along is logged, redacted).
+
+Control, on the API origin, no auth, not logged: ``GET /_sim/health``, ``GET /_sim/requests``
+(``?endpoint=``), ``GET /_sim/generations``, ``POST /_sim/script`` (``script()`` args),
+``POST /_sim/faults`` (``inject_fault()`` args), ``DELETE /_sim/faults``, ``POST /_sim/state``
+(``{"id", "state", "failure_reason"}``), ``POST /_sim/config`` (e.g. ``{"hold_seconds": 1}``),
+``POST /_sim/reset``.
 
 Prompt directives, handy when the DAG runs in another process:
 
@@ -16,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 import hmac
 import json
 import logging
@@ -107,6 +124,11 @@ _STATUS_MESSAGES = {
 _MIN_SLEEP = 0.001
 
 Endpoint = Literal["create", "get", "list", "video", "other"]
+
+
+@functools.cache
+def _sample_video() -> bytes:
+    return SAMPLE_VIDEO_PATH.read_bytes()
 
 
 def _iso(ts: float) -> str:
@@ -391,7 +413,7 @@ class LumaSimulator:
             self.fault_rate = 0.0
 
     def reset(self) -> None:
-        """Forget generations, scripts, faults and the request log."""
+        """Forget generations, scripts, faults (also ``fault_rate``) and the request log."""
         with self._lock:
             self._generations.clear()
             self._rules.clear()
@@ -407,6 +429,9 @@ class LumaSimulator:
         """Copies of the logged requests, optionally only those to ``endpoint``.
 
         Entries are appended when answered; ``/_sim/`` control calls are not logged.
+        Keys: ``time`` (arrival), ``method``, ``path``, ``endpoint``, ``query``, ``status``
+        (0: connection dropped), ``authorization`` (``"Bearer ***"`` or None, never the key),
+        ``fault``, ``elapsed`` and, for creates, ``json`` (the parsed body).
         """
         with self._lock:
             return [copy.deepcopy(e) for e in self._log if endpoint is None or e["endpoint"] == endpoint]
@@ -990,7 +1015,7 @@ class LumaSimulator:
             if not ok:
                 response = self._error_response(request, _ApiError(404))
                 return response
-            response = web.Response(body=SAMPLE_VIDEO_PATH.read_bytes(), content_type="video/mp4")
+            response = web.Response(body=_sample_video(), content_type="video/mp4")
             return response
         finally:
             if response is not None:
@@ -999,7 +1024,7 @@ class LumaSimulator:
 
     @staticmethod
     async def _video_drop(request: web.Request) -> web.StreamResponse:
-        data = SAMPLE_VIDEO_PATH.read_bytes()
+        data = _sample_video()
         response = web.StreamResponse(status=200)
         response.content_type = "video/mp4"
         # Promise the whole body, send half, then cut the connection mid-download.

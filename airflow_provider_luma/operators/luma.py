@@ -1,0 +1,356 @@
+"""Operators of the Luma provider: generate a video (and wait for it), download finished videos."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import (
+    BaseOperator,
+    BaseOperatorLink,
+    Context,
+    ObjectStoragePath,
+    XCom,
+)
+
+from airflow_provider_luma.errors import LumaError, LumaInputError
+from airflow_provider_luma.hooks.luma import LumaHook
+from airflow_provider_luma.models import (
+    Generation,
+    GenerationState,
+    build_create_request,
+    normalize_generation_ids,
+    parse_state,
+)
+from airflow_provider_luma.sensors.luma import DEFERRAL_TIMEOUT_MARGIN, is_literal
+from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
+from airflow_provider_luma.waiting import Finished
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import TaskInstanceKey
+
+#: XCom key of the generation id, pushed as soon as the generation exists (before any wait).
+GENERATION_ID_XCOM_KEY = "generation_id"
+#: XCom key of the finished video's URL, read by :class:`LumaVideoLink`.
+VIDEO_URL_XCOM_KEY = "video_url"
+#: How long the generate operator waits for ``completed`` unless told otherwise.
+DEFAULT_WAIT_TIMEOUT = timedelta(hours=1)
+_CREATE_FIELDS = ("prompt", "aspect_ratio", "model", "resolution", "duration", "loop", "keyframes", "callback_url")
+
+
+class LumaVideoLink(BaseOperatorLink):
+    """The "Luma video" button of a generate task: opens the generated video once it is known."""
+
+    name = "Luma video"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        """The video URL the task pushed to XCom (``video_url``), or ``""`` while there is none."""
+        url = XCom.get_value(ti_key=ti_key, key=VIDEO_URL_XCOM_KEY)
+        # Only ever hand the browser a web link, whatever the API put in the field.
+        return url if isinstance(url, str) and url.startswith(("https://", "http://")) else ""
+
+
+def normalize_keyframes(keyframes: Any) -> Any:
+    """
+    Turn generations given as keyframes into the API's ``{"type": "generation", "id": ...}`` form.
+
+    A keyframe may be a generation dict as the generate operator or the sensor return it (e.g.
+    ``generate.output``) or a :class:`~airflow_provider_luma.models.Generation`; such a generation
+    must be completed (only completed generations can be extended or interpolated). Anything else
+    is returned as is, for :func:`~airflow_provider_luma.models.build_create_request` to check.
+
+    :param keyframes: ``{"frame0": ..., "frame1": ...}`` or ``None``.
+    """
+    if not isinstance(keyframes, Mapping):
+        return keyframes
+    return {slot: _normalize_frame(slot, frame) for slot, frame in keyframes.items()}
+
+
+def _normalize_frame(slot: Any, frame: Any) -> Any:
+    if isinstance(frame, Generation):
+        frame = frame.to_dict()
+    # A generation object has an "id" but no keyframe "type": it stands for itself.
+    if not isinstance(frame, Mapping) or "type" in frame or "id" not in frame:
+        return frame
+    state = frame.get("state")
+    if state is not None and parse_state(state) is not GenerationState.COMPLETED:
+        raise LumaInputError(
+            f"keyframes.{slot} is generation {frame['id']}, which is {state}: only a completed generation can be "
+            "extended or interpolated; wait for it first (wait_for_completion=True or LumaGenerationSensor)."
+        )
+    return {"type": "generation", "id": frame["id"]}
+
+
+class LumaGenerateVideoOperator(BaseOperator):
+    """
+    Generate a video with Luma's Dream Machine and, by default, wait until it is completed.
+
+    The mode follows from ``keyframes``::
+
+        # text-to-video
+        LumaGenerateVideoOperator(task_id="t2v", prompt="A red fox in fresh snow", aspect_ratio="16:9")
+
+        # image-to-video: start from an image (frame0), optionally end on another (frame1)
+        LumaGenerateVideoOperator(
+            task_id="i2v",
+            prompt="The fox walks away",
+            keyframes={
+                "frame0": {"type": "image", "url": "https://example.com/start.jpg"},
+                "frame1": {"type": "image", "url": "https://example.com/end.jpg"},
+            },
+        )
+
+        # extend a completed generation forwards (frame0) or backwards (frame1); a generation dict
+        # such as another generate task's output is accepted in place of {"type": "generation", "id": ...}
+        LumaGenerateVideoOperator(task_id="extend", prompt="It starts to snow", keyframes={"frame0": t2v.output})
+        LumaGenerateVideoOperator(task_id="prequel", prompt="Dawn breaks", keyframes={"frame1": t2v.output})
+
+        # interpolate between two completed generations
+        LumaGenerateVideoOperator(
+            task_id="bridge", prompt="Seamless transition", keyframes={"frame0": t2v.output, "frame1": extend.output}
+        )
+
+    The generation id goes to XCom (key ``generation_id``) as soon as the generation exists; the
+    return value is the generation as a plain dict (``id``, ``state``, ``video_url``, ...), which
+    :class:`~airflow_provider_luma.sensors.luma.LumaGenerationSensor` and
+    :class:`LumaDownloadVideoOperator` accept. Each run submits a new, paid generation.
+
+    .. seealso::
+        For more information on how to use this operator, see the provider's README.
+
+    :param prompt: What the video shows; at most 2048 characters. (templated)
+    :param aspect_ratio: ``1:1``, ``16:9``, ``9:16``, ``4:3``, ``3:4``, ``21:9`` or ``9:21``. (templated)
+    :param model: ``ray-1-6``, ``ray-2`` (the API's default) or ``ray-flash-2``. (templated)
+    :param resolution: ``540p``, ``720p``, ``1080p`` or ``4k``. (templated)
+    :param duration: ``5s`` or ``9s``. (templated)
+    :param loop: Whether the video should loop seamlessly. (templated)
+    :param keyframes: ``{"frame0": ..., "frame1": ...}``, each ``{"type": "image", "url": ...}``,
+        ``{"type": "generation", "id": ...}`` or a completed generation dict. (templated)
+    :param callback_url: A URL the service POSTs the generation to on state changes. (templated)
+    :param luma_conn_id: The Luma connection.
+    :param wait_for_completion: Wait until the generation is completed (default); ``False`` returns
+        right after submitting, with the generation still queued.
+    :param deferrable: Wait in the triggerer (default), holding no worker slot; ``False`` waits in
+        the worker with long polls.
+    :param wait_timeout: How long to wait for completion at most (a ``timedelta`` or seconds); the
+        task then fails. Default one hour.
+    """
+
+    template_fields: Sequence[str] = _CREATE_FIELDS
+    template_fields_renderers = {"keyframes": "json"}
+    operator_extra_links = (LumaVideoLink(),)
+    ui_color = "#b69cf2"
+
+    def __init__(
+        self,
+        *,
+        prompt: str,
+        aspect_ratio: str | None = None,
+        model: str | None = None,
+        resolution: str | None = None,
+        duration: str | None = None,
+        loop: bool | None = None,
+        keyframes: Mapping[str, Any] | None = None,
+        callback_url: str | None = None,
+        luma_conn_id: str = LumaHook.default_conn_name,
+        wait_for_completion: bool = True,
+        deferrable: bool = True,
+        wait_timeout: timedelta | float = DEFAULT_WAIT_TIMEOUT,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.prompt = prompt
+        self.aspect_ratio = aspect_ratio
+        self.model = model
+        self.resolution = resolution
+        self.duration = duration
+        self.loop = loop
+        self.keyframes = keyframes
+        self.callback_url = callback_url
+        self.luma_conn_id = luma_conn_id
+        self.wait_for_completion = wait_for_completion
+        self.deferrable = deferrable
+        self.wait_timeout = _as_timedelta(wait_timeout)
+        # Check what is known now, at DAG parse time; templates and XComArgs are checked when rendered.
+        self._request_body(literal_only=True)
+
+    @cached_property
+    def hook(self) -> LumaHook:
+        """The Luma hook."""
+        return LumaHook(luma_conn_id=self.luma_conn_id)
+
+    def _request_body(self, *, literal_only: bool = False) -> dict[str, Any]:
+        values = {name: getattr(self, name) for name in _CREATE_FIELDS}
+        if literal_only:
+            # A placeholder prompt and None for the rest let each literal value be checked on its own.
+            values = {name: value if is_literal(value) else None for name, value in values.items()}
+            values["prompt"] = values["prompt"] if values["prompt"] is not None else "placeholder"
+        if isinstance(values["loop"], str) and values["loop"].strip().lower() in ("true", "false"):
+            values["loop"] = values["loop"].strip().lower() == "true"  # a rendered template is a string
+        values["keyframes"] = normalize_keyframes(values["keyframes"])
+        return build_create_request(**values)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        """Submit the generation, then (unless ``wait_for_completion=False``) wait for it to complete."""
+        generation = self._submit(context)
+        if not self.wait_for_completion:
+            return generation.to_dict()
+        return self._wait(context, generation)
+
+    def _submit(self, context: Context) -> Generation:
+        """Check the rendered parameters, submit a new generation and push its id at once."""
+        generation = self.hook.submit_generation(self._request_body())
+        # Pushed before any wait, so the id is known even if the wait fails or the worker dies.
+        context["ti"].xcom_push(key=GENERATION_ID_XCOM_KEY, value=generation.id)
+        return generation
+
+    def _wait(self, context: Context, generation: Generation) -> dict[str, Any]:
+        """Wait for ``generation`` to complete: deferred to the triggerer, or here in the worker."""
+        timeout = self.wait_timeout.total_seconds()
+        if not self.deferrable:
+            return self._finish(context, self.hook.wait_for_generation(generation.id, timeout=timeout))
+        deadline = time.time() + timeout
+        wait = self.hook.new_wait([generation.id], GenerationState.COMPLETED.value, deadline=deadline)
+        finished = wait.observe([generation])
+        if finished is not None:
+            return self._finish_event(context, finished.to_event())
+        self.log.info("Deferring until Luma generation %s is completed (at most %s).", generation.id, self.wait_timeout)
+        self.defer(
+            trigger=LumaGenerationTrigger(
+                generation_ids=[generation.id],
+                target_state=GenerationState.COMPLETED.value,
+                luma_conn_id=self.luma_conn_id,
+                deadline=deadline,
+            ),
+            method_name="execute_complete",
+            timeout=self.wait_timeout + DEFERRAL_TIMEOUT_MARGIN,
+        )
+        raise AssertionError("unreachable: defer() raises TaskDeferred")
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Turn the trigger's event into the completed generation, or fail the task with the reason."""
+        return self._finish_event(context, event)
+
+    def _finish_event(self, context: Context, event: Mapping[str, Any] | None) -> dict[str, Any]:
+        if not event or "status" not in event:
+            raise LumaError(f"{self.task_id}: the Luma trigger sent no usable event ({event!r}).")
+        generations = [Generation.from_dict(g) for g in event.get("generations") or []]
+        # Finished.result() raises the matching error: failed (with its reason), timeout or API error.
+        finished = Finished(event["status"], event.get("message") or "no message", generations)
+        (generation,) = finished.result()
+        return self._finish(context, generation)
+
+    def _finish(self, context: Context, generation: Generation) -> dict[str, Any]:
+        if generation.video_url:
+            context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=generation.video_url)
+        self.log.info("Luma generation %s is completed: %s", generation.id, generation.video_url or "no video URL")
+        return generation.to_dict()
+
+
+class LumaDownloadVideoOperator(BaseOperator):
+    """
+    Download the videos of completed Luma generations to a local path or object storage.
+
+    Each video is streamed to a temporary name next to its destination and moved into place only
+    when complete, so a failed download never leaves a partial file; re-running overwrites.
+
+    Example::
+
+        LumaDownloadVideoOperator(task_id="download", generation=wait.output, destination="/data/videos/")
+
+    .. seealso::
+        For more information on how to use this operator, see the provider's README.
+
+    :param generation: What to download: a generation dict (e.g. the output of the generate task or
+        of :class:`~airflow_provider_luma.sensors.luma.LumaGenerationSensor`), a generation id, or a
+        list of either (also a mapped task's output). Ids are fetched first. (templated)
+    :param destination: A local file path, a folder (an existing one, or a path ending in ``/``; the
+        videos go to ``<folder>/<generation id>.mp4``), an ``ObjectStoragePath`` or a URL such as
+        ``s3://bucket/videos/``. With several generations it is always a folder, created if missing.
+        (templated)
+    :param luma_conn_id: The Luma connection (used only to fetch generations given by id).
+    :return: The written path as a string, or a list of them when ``generation`` was a list.
+    """
+
+    template_fields: Sequence[str] = ("generation", "destination")
+    ui_color = "#d9ccf7"
+
+    def __init__(
+        self,
+        *,
+        generation: Any,
+        destination: Any,
+        luma_conn_id: str = LumaHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.generation = generation
+        self.destination = destination
+        self.luma_conn_id = luma_conn_id
+        if is_literal(generation):
+            self._items()
+        if destination is None or (isinstance(destination, str) and not destination.strip()):
+            raise LumaInputError(f"{type(self).__name__} {self.task_id!r}: give a destination for the videos.")
+
+    @cached_property
+    def hook(self) -> LumaHook:
+        """The Luma hook."""
+        return LumaHook(luma_conn_id=self.luma_conn_id)
+
+    def _items(self) -> tuple[list[Any], bool]:
+        """The generations to download and whether several were asked for (a list, not one item)."""
+        value = self.generation
+        if isinstance(value, (Mapping, Generation)):
+            return [value], False
+        if isinstance(value, str):
+            ids = normalize_generation_ids(value, parameter="generation")
+            return ids, "," in value
+        if isinstance(value, Iterable):
+            items = list(value)  # also resolves a lazy XCom sequence of a mapped task
+            if not items:
+                raise LumaInputError("generation is an empty list: there is nothing to download.")
+            for item in items:
+                if isinstance(item, str):
+                    normalize_generation_ids(item, parameter="generation")
+                elif not isinstance(item, (Mapping, Generation)):
+                    raise LumaInputError(
+                        f"generation holds {type(item).__name__} {item!r}: expected generation dicts or ids."
+                    )
+            return items, True
+        raise LumaInputError(
+            f"generation is {type(value).__name__} {value!r}: expected a generation dict, an id, or a list of them."
+        )
+
+    def _target(self) -> tuple[Any, bool | None]:
+        """The destination as a path object, and whether it is explicitly a folder."""
+        destination = self.destination
+        if isinstance(destination, str) and "://" in destination:
+            # ObjectStoragePath drops a trailing "/", so remember that it meant a folder.
+            folder = True if destination.endswith("/") else None
+            return ObjectStoragePath(destination), folder
+        if isinstance(destination, (str, os.PathLike)):
+            return destination, (True if os.fspath(destination).endswith(("/", os.sep)) else None)
+        return destination, None
+
+    def execute(self, context: Context) -> str | list[str]:
+        """Check the destination is writable, then download every video."""
+        items, several = self._items()
+        target, folder = self._target()
+        into_folder = True if several else folder
+        # Fail before fetching or downloading anything when the videos could not be written anyway.
+        self.hook.check_video_destination(target, into_folder=into_folder)
+        paths = [str(self.hook.download_video(item, target, into_folder=into_folder)) for item in items]
+        return paths if several else paths[0]
+
+
+def _as_timedelta(value: timedelta | float) -> timedelta:
+    if isinstance(value, bool) or not isinstance(value, (timedelta, int, float)):
+        raise LumaInputError(f"wait_timeout must be a timedelta or seconds, not {value!r}.")
+    result = value if isinstance(value, timedelta) else timedelta(seconds=value)
+    if result <= timedelta(0):
+        raise LumaInputError(f"wait_timeout must be positive, not {value!r}.")
+    return result

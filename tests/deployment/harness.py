@@ -1,0 +1,505 @@
+"""A real Airflow 3 deployment on loopback, for tests: scheduler, triggerer, DAG processor, API server.
+
+Each component is its own process (own process group, output in ``$AIRFLOW_HOME/<name>.log``), so a
+test can SIGKILL and restart one of them (the triggerer). Runs are triggered with the ``airflow`` CLI
+(its local API client writes straight to the metadata DB: no API auth needed) and observed by reading
+``$AIRFLOW_HOME/airflow.db`` with :mod:`sqlite3`.
+
+How ``deferred`` is proven: a background thread samples every task instance's state from the DB every
+``SAMPLE_INTERVAL`` seconds and records each state seen. Nothing in the DB keeps the fact once the
+task is done (``next_method``/``next_kwargs`` and ``trigger_id`` are cleared on resume, the trigger row
+is deleted when unused, ``task_instance_history`` only keeps earlier *tries*), so sampling is the one
+DB-side way; it is reliable as long as the deferral lasts several sample periods (the simulator's
+timelines make it last seconds). The worker's task log line ``Pausing task as DEFERRED`` is durable
+corroboration (:meth:`AirflowDeployment.deferral_evidence`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+#: Every component must be up within this many seconds.
+STARTUP_TIMEOUT = 90.0
+#: How often the sampler reads task instance states.
+SAMPLE_INTERVAL = 0.2
+#: Terminal dag run states.
+FINISHED_RUN_STATES = frozenset({"success", "failed"})
+COMPONENTS = ("scheduler", "triggerer", "dag-processor", "api-server")
+
+
+def free_port() -> int:
+    """A free TCP port on loopback (free now; good enough for tests)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class DeploymentError(AssertionError):
+    """The deployment did not do something in time; the message carries the component logs' tails."""
+
+
+@dataclass
+class _Component:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_file: IO[bytes]
+
+
+@dataclass
+class AirflowDeployment:
+    """A running (or about to run) Airflow deployment in ``home``; see :func:`deployment`."""
+
+    home: Path
+    env: dict[str, str]
+    port: int
+    components: dict[str, _Component] = field(default_factory=dict)
+    #: The simulator behind ``luma_default``, when the fixture set one.
+    simulator: Any = None
+    #: Seconds from ``db migrate`` to every component up.
+    startup_seconds: float = 0.0
+    _seen: dict[tuple[str, str, str, int], list[str]] = field(default_factory=dict)
+    _seen_triggers: dict[tuple[str, str, str, int], set[int]] = field(default_factory=dict)
+    _seen_trigger_rows: dict[int, str] = field(default_factory=dict)
+    _seen_lock: threading.Lock = field(default_factory=threading.Lock)
+    _stop_sampler: threading.Event = field(default_factory=threading.Event)
+    _sampler: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ paths
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "airflow.db"
+
+    @property
+    def dags_folder(self) -> Path:
+        return self.home / "dags"
+
+    @property
+    def logs_folder(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # ------------------------------------------------------------------ processes
+
+    def airflow(self, *args: str, timeout: float = 60.0, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run ``airflow <args>`` with the deployment's environment; return the finished process."""
+        result = subprocess.run(
+            [sys.executable, "-m", "airflow", *args],
+            env=self.env,
+            cwd=self.home,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            start_new_session=True,
+        )
+        if check and result.returncode != 0:
+            raise DeploymentError(
+                f"`airflow {' '.join(args)}` exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+            )
+        return result
+
+    def start_component(self, name: str) -> None:
+        """Start ``airflow <name>`` in its own process group, output appended to ``<home>/<name>.log``."""
+        current = self.components.get(name)
+        if current is not None and current.process.poll() is None:
+            raise RuntimeError(f"{name} is already running (pid {current.process.pid})")
+        log_file = (self.home / f"{name}.log").open("ab")
+        log_file.write(f"\n===== starting {name} at {time.strftime('%H:%M:%S')} =====\n".encode())
+        log_file.flush()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "airflow", name],
+            env=self.env,
+            cwd=self.home,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.components[name] = _Component(name, process, log_file)
+
+    def kill_component(self, name: str, sig: int = signal.SIGKILL, wait: float = 15.0) -> None:
+        """Send ``sig`` to the component's whole process group and wait for its leader to exit."""
+        component = self.components[name]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(component.process.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            component.process.wait(timeout=wait)
+        if component.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(component.process.pid, signal.SIGKILL)
+            component.process.wait(timeout=10)
+        # Leftover children of a killed leader (same group) go too.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(component.process.pid, signal.SIGKILL)
+        component.log_file.close()
+
+    def kill_triggerer(self) -> None:
+        """SIGKILL the triggerer's process group (no graceful shutdown, like a crashed node)."""
+        self.kill_component("triggerer", signal.SIGKILL)
+
+    def start_triggerer(self, timeout: float = STARTUP_TIMEOUT) -> None:
+        """(Re)start the triggerer and wait until it heartbeats."""
+        since = self._latest_job_heartbeat("TriggererJob")
+        self.start_component("triggerer")
+        self._wait_for_job("TriggererJob", newer_than=since, timeout=timeout)
+
+    def stop(self) -> None:
+        """Stop the sampler and every component: SIGTERM to each group, then SIGKILL. Idempotent."""
+        self._stop_sampler.set()
+        if self._sampler is not None:
+            self._sampler.join(timeout=5)
+        running = [c for c in self.components.values() if c.process.poll() is None]
+        for component in running:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(component.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for component in running:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                component.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        for component in self.components.values():
+            # Also the group's stragglers (task supervisors, gunicorn/uvicorn workers) if the leader left.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(component.process.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                component.process.wait(timeout=10)
+            if not component.log_file.closed:
+                component.log_file.close()
+
+    def check_alive(self, names: Iterable[str] = COMPONENTS) -> None:
+        """Raise (with the logs) if one of ``names`` has exited."""
+        dead = [
+            f"{n} (exit {self.components[n].process.returncode})"
+            for n in names
+            if n in self.components and self.components[n].process.poll() is not None
+        ]
+        if dead:
+            raise DeploymentError(f"Airflow component(s) exited: {', '.join(dead)}\n{self.logs_tail()}")
+
+    # ------------------------------------------------------------------ start-up
+
+    def start(self) -> None:
+        """``airflow db migrate``, then the four components; wait until each is up (bounded)."""
+        started = time.monotonic()
+        self.dags_folder.mkdir(parents=True, exist_ok=True)
+        self.logs_folder.mkdir(parents=True, exist_ok=True)
+        self.airflow("db", "migrate", timeout=STARTUP_TIMEOUT)
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        for name in COMPONENTS:
+            self.start_component(name)
+        self._wait_for_job("SchedulerJob", deadline=deadline)
+        self._wait_for_job("TriggererJob", deadline=deadline)
+        self._wait_for_job("DagProcessorJob", deadline=deadline)
+        self._wait_for_http(f"{self.api_url}/api/v2/monitor/health", deadline=deadline)
+        self._sampler = threading.Thread(target=self._sample_loop, name="ti-state-sampler", daemon=True)
+        self._sampler.start()
+        self.startup_seconds = time.monotonic() - started
+
+    def _latest_job_heartbeat(self, job_type: str) -> str | None:
+        rows = self.query("SELECT max(latest_heartbeat) FROM job WHERE job_type = ?", (job_type,))
+        return rows[0][0] if rows else None
+
+    def _wait_for_job(
+        self,
+        job_type: str,
+        *,
+        newer_than: str | None = None,
+        deadline: float | None = None,
+        timeout: float = STARTUP_TIMEOUT,
+    ) -> None:
+        deadline = deadline if deadline is not None else time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            rows = self.query(
+                "SELECT latest_heartbeat FROM job WHERE job_type = ? AND state = 'running' "
+                "ORDER BY latest_heartbeat DESC LIMIT 1",
+                (job_type,),
+            )
+            if rows and (newer_than is None or rows[0][0] > newer_than):
+                return
+            time.sleep(0.5)
+        raise DeploymentError(f"No running {job_type} heartbeat in time.\n{self.logs_tail()}")
+
+    def _wait_for_http(self, url: str, *, deadline: float) -> None:
+        import urllib.request
+
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except Exception as error:  # not up yet
+                last = error
+            time.sleep(0.5)
+        raise DeploymentError(f"API server not answering {url} in time ({last!r}).\n{self.logs_tail()}")
+
+    # ------------------------------------------------------------------ database
+
+    def query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run a read-only query on the metadata DB (a short-lived connection; retried when locked)."""
+        if not self.db_path.exists():
+            return []
+        for attempt in range(20):
+            try:
+                conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=5)
+                try:
+                    return conn.execute(sql, tuple(params)).fetchall()
+                finally:
+                    conn.close()
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) and "no such table" not in str(error) or attempt == 19:
+                    raise
+                time.sleep(0.1)
+        return []
+
+    def _sample_loop(self) -> None:
+        while not self._stop_sampler.is_set():
+            with contextlib.suppress(sqlite3.Error):
+                rows = self.query("SELECT dag_id, run_id, task_id, map_index, state, trigger_id FROM task_instance")
+                with self._seen_lock:
+                    for dag_id, run_id, task_id, map_index, state, trigger_id in rows:
+                        key = (dag_id, run_id, task_id, map_index)
+                        states = self._seen.setdefault(key, [])
+                        state = state or "none"
+                        if not states or states[-1] != state:
+                            states.append(state)
+                        if trigger_id is not None:
+                            self._seen_triggers.setdefault(key, set()).add(trigger_id)
+                # Trigger rows are deleted once unused: keep what each one held while it existed.
+                triggers = self.query("SELECT id, classpath, kwargs FROM trigger")
+                with self._seen_lock:
+                    for trigger_id, classpath, kwargs in triggers:
+                        self._seen_trigger_rows[trigger_id] = f"{classpath} | {_text(kwargs)}"
+            self._stop_sampler.wait(SAMPLE_INTERVAL)
+
+    def states_seen(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> list[str]:
+        """Every state the sampler saw the task instance in, in order (consecutive repeats folded)."""
+        with self._seen_lock:
+            return list(self._seen.get((dag_id, run_id, task_id, map_index), []))
+
+    def saw_state(self, dag_id: str, run_id: str, task_id: str, state: str, map_index: int = -1) -> bool:
+        """Whether the sampler saw the task instance in ``state`` at some point."""
+        return state in self.states_seen(dag_id, run_id, task_id, map_index)
+
+    def deferral_evidence(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> dict[str, Any]:
+        """What shows the task deferred: sampled states, trigger ids it pointed at, the worker's log line."""
+        with self._seen_lock:
+            triggers = sorted(self._seen_triggers.get((dag_id, run_id, task_id, map_index), set()))
+        return {
+            "states_seen": self.states_seen(dag_id, run_id, task_id, map_index),
+            "trigger_ids": triggers,
+            "log_says_deferred": "Pausing task as DEFERRED" in self.task_log_text(dag_id, run_id, task_id),
+        }
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
+        """``{task_id: state}`` now (mapped tasks: ``task_id[i]``)."""
+        rows = self.query(
+            "SELECT task_id, map_index, state FROM task_instance WHERE dag_id = ? AND run_id = ?", (dag_id, run_id)
+        )
+        return {(t if m < 0 else f"{t}[{m}]"): s for t, m, s in rows}
+
+    def run_state(self, dag_id: str, run_id: str) -> str | None:
+        rows = self.query("SELECT state FROM dag_run WHERE dag_id = ? AND run_id = ?", (dag_id, run_id))
+        return rows[0][0] if rows else None
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
+        """The XCom value as stored (JSON in Airflow 3), decoded; ``KeyError`` if absent."""
+        rows = self.query(
+            "SELECT value FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = ? AND key = ? AND map_index = ?",
+            (dag_id, run_id, task_id, key, map_index),
+        )
+        if not rows:
+            raise KeyError(f"no XCom {key!r} for {dag_id}.{task_id} in {run_id}")
+        value = rows[0][0]
+        if isinstance(value, bytes):
+            value = value.decode()
+        return json.loads(value) if isinstance(value, str) else value
+
+    def db_dump_text(self) -> str:
+        """Text of the tables a secret could leak into: xcom, trigger, rendered fields, TI, log, dag_run conf.
+
+        Trigger rows are deleted when their task resumes, so the rows the sampler saw are included too
+        (``trigger (sampled)``). The deployment runs without a Fernet key, so trigger kwargs and
+        connections are stored readable and the scan sees what they really hold.
+        """
+        with self._seen_lock:
+            parts = [f"trigger (sampled): {tid} | {text}" for tid, text in sorted(self._seen_trigger_rows.items())]
+        for table in (
+            "xcom",
+            "trigger",
+            "rendered_task_instance_fields",
+            "task_instance",
+            "task_instance_history",
+            "dag_run",
+            "log",
+            "import_error",
+            "connection",
+            "variable",
+        ):
+            with contextlib.suppress(sqlite3.Error):
+                for row in self.query(f"SELECT * FROM {table}"):  # noqa: S608 - fixed table names
+                    parts.append(f"{table}: " + " | ".join(_text(v) for v in row))
+        return "\n".join(parts)
+
+    # ------------------------------------------------------------------ DAGs and runs
+
+    def add_dag(self, source: str, filename: str, dag_id: str | None = None, timeout: float = 60.0) -> str:
+        """Write ``source`` into the DAGs folder; wait until the DAG is parsed and serialized; return its id.
+
+        ``dag_id`` defaults to the file name's stem. Fails fast with the import error if the file breaks.
+        """
+        dag_id = dag_id or Path(filename).stem
+        path = self.dags_folder / filename
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(source)
+        tmp.replace(path)  # atomic: the processor never parses half a file
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            if self.query(
+                "SELECT 1 FROM dag d JOIN serialized_dag s ON s.dag_id = d.dag_id WHERE d.dag_id = ? AND NOT d.is_stale",
+                (dag_id,),
+            ):
+                return dag_id
+            errors = self.query("SELECT filename, stacktrace FROM import_error WHERE filename LIKE ?", (f"%{filename}",))
+            if errors:
+                raise DeploymentError(f"DAG file {filename} failed to import:\n{errors[0][1]}")
+            time.sleep(0.5)
+        raise DeploymentError(f"DAG {dag_id} not parsed within {timeout:.0f} s.\n{self.logs_tail()}")
+
+    def trigger(self, dag_id: str, conf: Mapping[str, Any] | None = None, run_id: str | None = None) -> str:
+        """Unpause (if paused) and trigger ``dag_id`` through the CLI; return the run id."""
+        if self.query("SELECT 1 FROM dag WHERE dag_id = ? AND is_paused", (dag_id,)):
+            self.airflow("dags", "unpause", dag_id)
+        run_id = run_id or f"test__{uuid.uuid4().hex[:12]}"
+        args = ["dags", "trigger", dag_id, "--run-id", run_id]
+        if conf is not None:
+            args += ["--conf", json.dumps(conf)]
+        self.airflow(*args)
+        return run_id
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 90.0) -> str:
+        """Wait (bounded) until the run is ``success`` or ``failed``; return that state."""
+        deadline = time.monotonic() + timeout
+        state = None
+        while time.monotonic() < deadline:
+            self.check_alive()
+            state = self.run_state(dag_id, run_id)
+            if state in FINISHED_RUN_STATES:
+                return state
+            time.sleep(0.5)
+        raise DeploymentError(
+            f"Run {dag_id}/{run_id} still {state!r} after {timeout:.0f} s; "
+            f"tasks: {self.task_states(dag_id, run_id)}\n{self.logs_tail()}"
+        )
+
+    # ------------------------------------------------------------------ logs
+
+    def task_log_text(self, dag_id: str | None = None, run_id: str | None = None, task_id: str | None = None) -> str:
+        """All task (and trigger) logs under ``$AIRFLOW_HOME/logs``, optionally narrowed to a run / task."""
+        chunks = []
+        for path in sorted(self.logs_folder.rglob("*")):
+            if not path.is_file():
+                continue
+            text = str(path)
+            if dag_id and f"dag_id={dag_id}" not in text:
+                continue
+            if run_id and f"run_id={run_id}" not in text:
+                continue
+            if task_id and f"task_id={task_id}" not in text:
+                continue
+            chunks.append(f"----- {path.relative_to(self.logs_folder)}\n{path.read_text(errors='replace')}")
+        return "\n".join(chunks)
+
+    def component_logs(self) -> dict[str, str]:
+        """``{component: output}`` of every component started (restarts appended to the same file)."""
+        return {
+            path.stem: path.read_text(errors="replace") for path in sorted(self.home.glob("*.log")) if path.is_file()
+        }
+
+    def logs_tail(self, lines: int = 40) -> str:
+        out = []
+        for name, text in self.component_logs().items():
+            tail = "\n".join(text.splitlines()[-lines:])
+            out.append(f"===== {name}.log (last {lines} lines)\n{tail}")
+        return "\n".join(out)
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def deployment_env(home: Path, port: int, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of every component: ``os.environ`` minus any ``AIRFLOW*`` setting, plus ours."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW") and not k.startswith("PYTEST")}
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__PARALLELISM": "8",
+            "AIRFLOW__CORE__FERNET_KEY": "",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__API__SECRET_KEY": uuid.uuid4().hex,
+            # Shared by the scheduler (signs the workers' tokens) and the API server (checks them).
+            "AIRFLOW__API_AUTH__JWT_SECRET": uuid.uuid4().hex + uuid.uuid4().hex,
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+            "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": "1",
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",
+            "NO_PROXY": "127.0.0.1,localhost",
+            "no_proxy": "127.0.0.1,localhost",
+        }
+    )
+    if extra:
+        env.update(extra)
+    return env
+
+
+@contextlib.contextmanager
+def deployment(extra_env: Mapping[str, str] | None = None, keep_home: bool = False):
+    """Start a deployment in a fresh temporary ``AIRFLOW_HOME``; always stop it (and remove the home)."""
+    home = Path(tempfile.mkdtemp(prefix="luma-deploy-airflow-home-"))
+    port = free_port()
+    dep = AirflowDeployment(home=home, env=deployment_env(home, port, extra_env), port=port)
+    try:
+        dep.start()
+        yield dep
+    finally:
+        dep.stop()
+        if not keep_home and not os.environ.get("LUMA_KEEP_DEPLOYMENT_HOME"):
+            import shutil
+
+            shutil.rmtree(home, ignore_errors=True)
