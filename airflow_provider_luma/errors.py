@@ -96,9 +96,7 @@ class LumaGenerationFailedError(LumaError):
     """
 
     def __init__(self, generation_id: str, failure_reason: str | None):
-        super().__init__(
-            f"Luma generation {generation_id} failed: {failure_reason or 'the API gave no reason'}."
-        )
+        super().__init__(f"Luma generation {generation_id} failed: {failure_reason or 'the API gave no reason'}.")
         self.generation_id = generation_id
         self.failure_reason = failure_reason
 

@@ -263,9 +263,7 @@ def build_create_request(
     if not isinstance(prompt, str) or not prompt.strip():
         raise LumaInputError("prompt must be a non-empty string describing the video.")
     if len(prompt) > MAX_PROMPT_LENGTH:
-        raise LumaInputError(
-            f"prompt is {len(prompt)} characters long; the API accepts at most {MAX_PROMPT_LENGTH}."
-        )
+        raise LumaInputError(f"prompt is {len(prompt)} characters long; the API accepts at most {MAX_PROMPT_LENGTH}.")
     body: dict[str, Any] = {"prompt": prompt}
     for name, value, allowed in (
         ("aspect_ratio", aspect_ratio, ASPECT_RATIOS),

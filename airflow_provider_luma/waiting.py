@@ -233,5 +233,9 @@ class WaitLoop:
             self.log.info("Luma generation %s is %s.", generation.id, generation.state)
         else:
             self.log.info(
-                "Luma generation %s: %s → %s after %.0f s.", generation.id, previous.state, generation.state, now - since
+                "Luma generation %s: %s → %s after %.0f s.",
+                generation.id,
+                previous.state,
+                generation.state,
+                now - since,
             )

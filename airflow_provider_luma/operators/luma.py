@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.common.compat.sdk import (
     BaseOperator,
@@ -141,7 +141,7 @@ class LumaGenerateVideoOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = _CREATE_FIELDS
-    template_fields_renderers = {"keyframes": "json"}
+    template_fields_renderers: ClassVar[dict[str, str]] = {"keyframes": "json"}
     operator_extra_links = (LumaVideoLink(),)
     ui_color = "#b69cf2"
 

@@ -697,6 +697,8 @@ class LumaSimulator:
             "query": query,
             "status": 0,
             "authorization": self._redacted_auth(request),
+            # The client's port: tests tell a reused connection from a new one by it.
+            "peer": request.transport.get_extra_info("peername")[1] if request.transport else None,
             "fault": None,
             "elapsed": 0.0,
         }

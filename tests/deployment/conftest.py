@@ -6,10 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from airflow_provider_luma.testing import LumaSimulator
 from tests.conftest import SENTINEL_KEY, connection_json
 from tests.deployment.harness import AirflowDeployment, deployment
-
-from airflow_provider_luma.testing import LumaSimulator
 
 
 def _airflow_major() -> int:

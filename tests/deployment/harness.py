@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-#: Every component must be up within this many seconds.
+#: ``db migrate`` plus every component up within this many seconds.
 STARTUP_TIMEOUT = 90.0
 #: How often the sampler reads task instance states.
 SAMPLE_INTERVAL = 0.2
@@ -112,7 +112,8 @@ class AirflowDeployment:
         )
         if check and result.returncode != 0:
             raise DeploymentError(
-                f"`airflow {' '.join(args)}` exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+                f"`airflow {' '.join(args)}` exited {result.returncode}:\n"
+                f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
             )
         return result
 
@@ -136,20 +137,18 @@ class AirflowDeployment:
         self.components[name] = _Component(name, process, log_file)
 
     def kill_component(self, name: str, sig: int = signal.SIGKILL, wait: float = 15.0) -> None:
-        """Send ``sig`` to the component's whole process group and wait for its leader to exit."""
+        """Send ``sig`` to the component's process group, wait for it, then SIGKILL whatever of it is left.
+
+        Airflow puts task and trigger-runner children in process groups of their own (``setpgid``), so
+        the component's descendants are listed first and killed one by one if they outlive the group.
+        """
         component = self.components[name]
+        descendants = _descendants(component.process.pid)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(component.process.pid, sig)
         with contextlib.suppress(subprocess.TimeoutExpired):
             component.process.wait(timeout=wait)
-        if component.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(component.process.pid, signal.SIGKILL)
-            component.process.wait(timeout=10)
-        # Leftover children of a killed leader (same group) go too.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(component.process.pid, signal.SIGKILL)
-        component.log_file.close()
+        _kill_all(component, descendants)
 
     def kill_triggerer(self) -> None:
         """SIGKILL the triggerer's process group (no graceful shutdown, like a crashed node)."""
@@ -166,6 +165,7 @@ class AirflowDeployment:
         self._stop_sampler.set()
         if self._sampler is not None:
             self._sampler.join(timeout=5)
+        descendants = {name: _descendants(c.process.pid) for name, c in self.components.items()}
         running = [c for c in self.components.values() if c.process.poll() is None]
         for component in running:
             with contextlib.suppress(ProcessLookupError):
@@ -174,14 +174,8 @@ class AirflowDeployment:
         for component in running:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 component.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        for component in self.components.values():
-            # Also the group's stragglers (task supervisors, gunicorn/uvicorn workers) if the leader left.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(component.process.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                component.process.wait(timeout=10)
-            if not component.log_file.closed:
-                component.log_file.close()
+        for name, component in self.components.items():
+            _kill_all(component, descendants[name])
 
     def check_alive(self, names: Iterable[str] = COMPONENTS) -> None:
         """Raise (with the logs) if one of ``names`` has exited."""
@@ -200,8 +194,8 @@ class AirflowDeployment:
         started = time.monotonic()
         self.dags_folder.mkdir(parents=True, exist_ok=True)
         self.logs_folder.mkdir(parents=True, exist_ok=True)
+        deadline = started + STARTUP_TIMEOUT
         self.airflow("db", "migrate", timeout=STARTUP_TIMEOUT)
-        deadline = time.monotonic() + STARTUP_TIMEOUT
         for name in COMPONENTS:
             self.start_component(name)
         self._wait_for_job("SchedulerJob", deadline=deadline)
@@ -266,7 +260,7 @@ class AirflowDeployment:
                 finally:
                     conn.close()
             except sqlite3.OperationalError as error:
-                if "locked" not in str(error) and "no such table" not in str(error) or attempt == 19:
+                if ("locked" not in str(error) and "no such table" not in str(error)) or attempt == 19:
                     raise
                 time.sleep(0.1)
         return []
@@ -356,7 +350,7 @@ class AirflowDeployment:
             "variable",
         ):
             with contextlib.suppress(sqlite3.Error):
-                for row in self.query(f"SELECT * FROM {table}"):  # noqa: S608 - fixed table names
+                for row in self.query(f"SELECT * FROM {table}"):
                     parts.append(f"{table}: " + " | ".join(_text(v) for v in row))
         return "\n".join(parts)
 
@@ -376,13 +370,14 @@ class AirflowDeployment:
         while time.monotonic() < deadline:
             self.check_alive()
             if self.query(
-                "SELECT 1 FROM dag d JOIN serialized_dag s ON s.dag_id = d.dag_id WHERE d.dag_id = ? AND NOT d.is_stale",
+                "SELECT 1 FROM dag d JOIN serialized_dag s ON s.dag_id = d.dag_id "
+                "WHERE d.dag_id = ? AND NOT d.is_stale",
                 (dag_id,),
             ):
                 return dag_id
-            errors = self.query("SELECT filename, stacktrace FROM import_error WHERE filename LIKE ?", (f"%{filename}",))
+            errors = self.query("SELECT stacktrace FROM import_error WHERE filename LIKE ?", (f"%{filename}",))
             if errors:
-                raise DeploymentError(f"DAG file {filename} failed to import:\n{errors[0][1]}")
+                raise DeploymentError(f"DAG file {filename} failed to import:\n{errors[0][0]}")
             time.sleep(0.5)
         raise DeploymentError(f"DAG {dag_id} not parsed within {timeout:.0f} s.\n{self.logs_tail()}")
 
@@ -442,6 +437,34 @@ class AirflowDeployment:
             tail = "\n".join(text.splitlines()[-lines:])
             out.append(f"===== {name}.log (last {lines} lines)\n{tail}")
         return "\n".join(out)
+
+
+def _descendants(pid: int) -> list[Any]:
+    """The live descendants of ``pid`` as ``psutil.Process`` objects (empty if it is gone)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _kill_all(component: _Component, descendants: list[Any]) -> None:
+    """SIGKILL the component's group, its leader and the given descendants; reap the leader; close its log."""
+    import psutil
+
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(component.process.pid, signal.SIGKILL)
+    for child in descendants:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    if component.process.poll() is None:
+        component.process.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        component.process.wait(timeout=10)
+    psutil.wait_procs(descendants, timeout=5)
+    if not component.log_file.closed:
+        component.log_file.close()
 
 
 def _text(value: Any) -> str:

@@ -1,0 +1,221 @@
+"""LumaGenerationTrigger against the simulator over real HTTP: every event kind, faults, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from airflow.triggers.base import TriggerEvent
+from airflow_provider_luma.errors import LumaInputError
+from airflow_provider_luma.hooks.luma import LumaHook
+from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
+from tests.conftest import SENTINEL_KEY, connection_json
+
+UNKNOWN_ID = "4f1c0000-0000-4000-8000-000000000001"
+
+
+async def all_events(trigger: LumaGenerationTrigger) -> list[dict]:
+    """Run the trigger to its end and return every event payload it yielded."""
+    events = []
+    async for event in trigger.run():
+        assert isinstance(event, TriggerEvent)
+        events.append(event.payload)
+    json.dumps(events)  # plain JSON, as the triggerer stores it
+    assert SENTINEL_KEY not in json.dumps(events)
+    return events
+
+
+async def the_event(trigger: LumaGenerationTrigger) -> dict:
+    events = await all_events(trigger)
+    assert len(events) == 1, f"a trigger must yield exactly one event, got {events}"
+    return events[0]
+
+
+def test_serialize_holds_ids_state_connection_deadline_and_tuning_only():
+    trigger = LumaGenerationTrigger(["a1", "b2"], "dreaming", "my_luma", deadline=1234.5, min_poll_interval=2)
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "airflow_provider_luma.triggers.luma.LumaGenerationTrigger"
+    assert kwargs == {
+        "generation_ids": ["a1", "b2"],
+        "target_state": "dreaming",
+        "luma_conn_id": "my_luma",
+        "deadline": 1234.5,
+        "min_poll_interval": 2.0,
+    }
+    assert LumaGenerationTrigger(**kwargs).serialize() == (classpath, kwargs)
+
+
+def test_subclass_serializes_under_its_own_classpath():
+    class MyTrigger(LumaGenerationTrigger):
+        pass
+
+    assert (
+        MyTrigger(["a1"])
+        .serialize()[0]
+        .endswith("test_luma.test_subclass_serializes_under_its_own_classpath.<locals>.MyTrigger")
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        ({"generation_ids": ["a"], "target_state": "failed"}, "cannot target 'failed'"),
+        ({"generation_ids": ["a"], "target_state": "finished"}, "Unknown"),
+        ({"generation_ids": []}, "empty"),
+        ({"generation_ids": ["a"], "poll_every": 3}, "Unknown trigger settings"),
+    ],
+)
+def test_bad_arguments(args, match):
+    with pytest.raises(LumaInputError, match=match):
+        LumaGenerationTrigger(**args)
+
+
+async def test_success_for_one_generation(luma_conn):
+    generation = await LumaHook().acreate_generation("one")
+    event = await the_event(LumaGenerationTrigger([generation.id], deadline=time.time() + 30))
+    assert event["status"] == "success"
+    (result,) = event["generations"]
+    assert result["id"] == generation.id
+    assert result["state"] == "completed"
+    assert result["video_url"].startswith(luma_conn.cdn_url)
+    assert luma_conn.count("list") == 0  # one id: the single-fetch endpoint
+
+
+async def test_success_when_a_later_state_is_reached(luma_conn):
+    generation = await LumaHook().acreate_generation("later")
+    luma_conn.set_state(generation.id, "completed")
+    event = await the_event(LumaGenerationTrigger([generation.id], "dreaming", deadline=time.time() + 30))
+    assert event["status"] == "success"
+    assert event["generations"][0]["state"] == "completed"
+
+
+async def test_several_generations_with_mixed_timelines(luma_conn):
+    luma_conn.script("quick", queued_seconds=0.1, dreaming_seconds=0.1)
+    luma_conn.script("slow", queued_seconds=1.5, dreaming_seconds=1.5)
+    hook = LumaHook()
+    ids = [(await hook.acreate_generation(p)).id for p in ("quick", "slow", "medium")]
+    event = await the_event(LumaGenerationTrigger(ids, deadline=time.time() + 30))
+    assert event["status"] == "success"
+    assert [g["id"] for g in event["generations"]] == ids
+    assert {g["state"] for g in event["generations"]} == {"completed"}
+    # Several ids: the multi-fetch endpoint; once only one is pending, its own long poll.
+    assert luma_conn.requests()[3]["endpoint"] == "list"
+
+
+async def test_one_fails_while_the_others_are_dreaming(luma_conn):
+    luma_conn.script("bad", outcome="failed", failure_reason="content policy", queued_seconds=0.2)
+    luma_conn.script("long", queued_seconds=0.2, dreaming_seconds=60)
+    hook = LumaHook()
+    ids = [(await hook.acreate_generation(p)).id for p in ("long 1", "bad", "long 2")]
+    started = time.monotonic()
+    event = await the_event(LumaGenerationTrigger(ids, deadline=time.time() + 30))
+    assert event["status"] == "failed"
+    assert ids[1] in event["message"]
+    assert "content policy" in event["message"]
+    assert time.monotonic() - started < 10  # did not wait for the others
+
+
+async def test_timeout_at_the_deadline(luma_conn):
+    luma_conn.script("forever", queued_seconds=600)
+    generation = await LumaHook().acreate_generation("forever")
+    started = time.monotonic()
+    event = await the_event(LumaGenerationTrigger([generation.id], deadline=time.time() + 1.5))
+    assert event["status"] == "timeout"
+    assert "queued" in event["message"]
+    assert 1.4 <= time.monotonic() - started < 1.5 + luma_conn.hold_seconds + 1
+
+
+async def test_a_passed_deadline_times_out_without_calling(luma_conn):
+    event = await the_event(LumaGenerationTrigger([UNKNOWN_ID], deadline=time.time() - 1))
+    assert event["status"] == "timeout"
+    assert luma_conn.count() == 0
+
+
+async def test_unknown_id_is_an_error_at_once(luma_conn):
+    event = await the_event(LumaGenerationTrigger([UNKNOWN_ID], deadline=time.time() + 30))
+    assert event["status"] == "error"
+    assert UNKNOWN_ID in event["message"]
+    assert luma_conn.count("get") == 1
+
+
+async def test_rejected_key_is_an_error_at_once(monkeypatch, simulator):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_LUMA_DEFAULT",
+        json.dumps({"conn_type": "luma", "host": simulator.base_url, "password": "sk-wrong-key"}),
+    )
+    event = await the_event(LumaGenerationTrigger([UNKNOWN_ID], deadline=time.time() + 30))
+    assert event["status"] == "error"
+    assert "rejected the API key" in event["message"]
+    assert simulator.count() == 1
+
+
+async def test_missing_connection_is_an_error_event(monkeypatch):
+    monkeypatch.delenv("AIRFLOW_CONN_LUMA_DEFAULT", raising=False)
+    event = await the_event(LumaGenerationTrigger([UNKNOWN_ID], luma_conn_id="nope", deadline=time.time() + 30))
+    assert event["status"] == "error"
+    assert "does not exist" in event["message"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "endpoint", "several"),
+    [
+        (kind, endpoint, several)
+        for kind in ("429", "500", "502", "503", "504", "drop", "malformed", "missing_fields")
+        for endpoint, several in (("get", False), ("list", True))
+    ],
+)
+async def test_transient_faults_never_end_the_wait(monkeypatch, simulator, kind, endpoint, several):
+    # max_retries=0: every fault reaches the trigger's own back-off, not only the hook's retries.
+    monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", connection_json(simulator, max_retries=0))
+    hook = LumaHook()
+    ids = [(await hook.acreate_generation(f"faulty {i}")).id for i in range(2 if several else 1)]
+    simulator.inject_fault(kind, endpoint=endpoint, times=3)
+    event = await the_event(LumaGenerationTrigger(ids, deadline=time.time() + 30))
+    assert event["status"] == "success", event
+    assert len([r for r in simulator.requests(endpoint) if r["fault"]]) == 3
+
+
+async def test_slow_answers_past_the_client_timeout_never_end_the_wait(monkeypatch, simulator):
+    monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", connection_json(simulator, max_retries=0, timeout=1))
+    generation = await LumaHook().acreate_generation("slow")
+    simulator.inject_fault("slow", endpoint="get", delay=3, times=2)
+    event = await the_event(LumaGenerationTrigger([generation.id], deadline=time.time() + 30))
+    assert event["status"] == "success"
+
+
+async def test_a_trigger_rebuilt_from_its_kwargs_mid_wait_resumes_the_same_wait(luma_conn):
+    luma_conn.script("restart", queued_seconds=1.0, dreaming_seconds=2.0)
+    generation = await LumaHook().acreate_generation("restart")
+    first = LumaGenerationTrigger([generation.id], deadline=time.time() + 30)
+    run = asyncio.ensure_future(all_events(first))
+    await asyncio.sleep(1.2)  # mid-wait, the way a triggerer dies
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    classpath, kwargs = first.serialize()
+    event = await the_event(LumaGenerationTrigger(**json.loads(json.dumps(kwargs))))
+    assert event["status"] == "success"
+    assert event["generations"][0]["id"] == generation.id
+    assert luma_conn.count("create") == 1
+
+
+async def test_two_triggers_for_the_same_wait_end_with_the_same_event(luma_conn):
+    generation = await LumaHook().acreate_generation("twice")
+    kwargs = LumaGenerationTrigger([generation.id], deadline=time.time() + 30).serialize()[1]
+    first, second = await asyncio.gather(
+        the_event(LumaGenerationTrigger(**kwargs)), the_event(LumaGenerationTrigger(**kwargs))
+    )
+    assert first["status"] == second["status"] == "success"
+    assert first["generations"][0]["id"] == second["generations"][0]["id"]
+
+
+async def test_state_changes_are_logged_once_with_their_duration(luma_conn, caplog, capsys):
+    luma_conn.script("logged", queued_seconds=1.5, dreaming_seconds=1.5)
+    generation = await LumaHook().acreate_generation("logged")
+    await the_event(LumaGenerationTrigger([generation.id], deadline=time.time() + 30))
+    text = "\n".join(r.getMessage() for r in caplog.records) + capsys.readouterr().out
+    assert f"{generation.id}: queued → dreaming after" in text
+    assert f"{generation.id}: dreaming → completed after" in text
