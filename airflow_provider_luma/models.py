@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from airflow_provider_luma.errors import LumaInputError, LumaResponseError
@@ -20,7 +20,7 @@ DURATIONS = ("5s", "9s")
 KEYFRAME_SLOTS = ("frame0", "frame1")
 
 
-class GenerationState(str, Enum):
+class GenerationState(StrEnum):
     """
     The states of a Luma generation, in the API's priority order.
 

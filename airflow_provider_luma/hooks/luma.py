@@ -277,7 +277,7 @@ class _RetryPolicy:
         self.settings = settings
         self.deadline = deadline
         self.predicate = _is_safe_to_resend_create if creates else _is_transient
-        self._backoff = wait_exponential_jitter(initial=0.5, max=10.0, jitter=0.5)
+        self._backoff = wait_exponential_jitter(0.5, max=10.0, jitter=0.5)
 
     def _stop(self, state: RetryCallState) -> bool:
         if stop_after_attempt(self.settings.max_retries + 1)(state):
@@ -770,7 +770,7 @@ class LumaHook(BaseHook):
         self.log.info("Downloading the video of Luma generation %s from %s to %s.", resolved.id, host, target)
         retrying = Retrying(
             stop=stop_after_attempt(max_retries + 1),
-            wait=wait_exponential_jitter(initial=0.5, max=10.0, jitter=0.5),
+            wait=wait_exponential_jitter(0.5, max=10.0, jitter=0.5),
             retry=retry_if_exception(_is_transient),
             reraise=True,
         )
@@ -797,13 +797,15 @@ class LumaHook(BaseHook):
         :param into_folder: As for :meth:`download_video`.
         """
         import tempfile
-        from pathlib import Path
+
+        from airflow.providers.common.compat.sdk import ObjectStoragePath
 
         from airflow_provider_luma.errors import LumaInputError
 
         target = self._video_target(destination, "write-check", into_folder=into_folder)
         self._ensure_parent(target)
-        if isinstance(target, Path):
+        # On Airflow 2 an ObjectStoragePath is also a pathlib.Path: test for it first.
+        if not isinstance(target, ObjectStoragePath):
             try:
                 with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".luma-write-check-"):
                     pass
@@ -908,9 +910,10 @@ class LumaHook(BaseHook):
     @staticmethod
     def _move_into_place(temporary: Any, target: Any) -> None:
         import os
-        from pathlib import Path
 
-        if isinstance(temporary, Path):
+        from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+        if not isinstance(temporary, ObjectStoragePath):
             os.replace(temporary, target)  # atomic on one file system: readers see the old or the new file
         else:
             temporary.rename(target)  # object stores: copy and delete; the final name is only ever whole

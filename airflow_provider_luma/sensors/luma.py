@@ -17,11 +17,12 @@ from airflow.providers.common.compat.sdk import (
     Context,
     PokeReturnValue,
 )
+
 from airflow_provider_luma.errors import LumaError, LumaInputError
 from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.models import Generation, GenerationState, normalize_generation_ids
 from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
-from airflow_provider_luma.waiting import Finished, Poll
+from airflow_provider_luma.waiting import Poll
 
 #: How much later than the trigger's own deadline Airflow's deferral time-out fires: a backstop only.
 DEFERRAL_TIMEOUT_MARGIN = timedelta(minutes=2)

@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
+
 from airflow_provider_luma.errors import LumaError, LumaInputError
 from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.models import GenerationState, normalize_generation_ids

@@ -360,6 +360,7 @@ class AirflowDeployment:
         """Write ``source`` into the DAGs folder; wait until the DAG is parsed and serialized; return its id.
 
         ``dag_id`` defaults to the file name's stem. Fails fast with the import error if the file breaks.
+        (Airflow's safe mode skips files that do not contain both ``airflow`` and ``dag``.)
         """
         dag_id = dag_id or Path(filename).stem
         path = self.dags_folder / filename

@@ -7,8 +7,8 @@ import json
 import time
 
 import pytest
-
 from airflow.triggers.base import TriggerEvent
+
 from airflow_provider_luma.errors import LumaInputError
 from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
@@ -195,7 +195,7 @@ async def test_a_trigger_rebuilt_from_its_kwargs_mid_wait_resumes_the_same_wait(
     run.cancel()
     with pytest.raises(asyncio.CancelledError):
         await run
-    classpath, kwargs = first.serialize()
+    _classpath, kwargs = first.serialize()
     event = await the_event(LumaGenerationTrigger(**json.loads(json.dumps(kwargs))))
     assert event["status"] == "success"
     assert event["generations"][0]["id"] == generation.id
