@@ -10,19 +10,20 @@ class LumaError(AirflowException):
     Base of every error this provider raises.
 
     :param message: What went wrong and what to do about it; never contains the API key.
-    :param status_code: The HTTP status the API answered with, when there was one.
+    :param http_status: The HTTP status the API answered with, when there was one.
     :param request_id: The ``requestId`` the API sent with its error, for support requests.
     """
 
     #: Whether a later call may succeed where this one failed (429, 5xx, dropped connections...).
     transient: bool = False
 
-    def __init__(self, message: str, *, status_code: int | None = None, request_id: str | None = None):
+    def __init__(self, message: str, *, http_status: int | None = None, request_id: str | None = None):
         if request_id:
             message = f"{message} (requestId {request_id})"
         super().__init__(message)
         self.message = message
-        self.status_code = status_code
+        # Not ``status_code``: AirflowException uses that name for its own API's answers.
+        self.http_status = http_status
         self.request_id = request_id
 
 

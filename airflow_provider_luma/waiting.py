@@ -129,7 +129,7 @@ class WaitLoop:
         deadline: float | None,
         pacing: WaitPacing | None = None,
         clock: Callable[[], float] = time.time,
-        logger: logging.Logger | logging.LoggerAdapter | None = None,
+        logger: Any = None,
     ):
         self.generation_ids = list(generation_ids)
         self.target = target

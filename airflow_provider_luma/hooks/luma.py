@@ -190,7 +190,7 @@ def error_for_response(status: int, text: str, headers: Mapping[str, str], *, wh
     """Map an error answer of the API to the matching :class:`LumaError`, with the server's own message."""
     message, request_id = _server_message(text)
     detail = f": {message}" if message else ""
-    kwargs: dict[str, Any] = {"status_code": status, "request_id": request_id}
+    kwargs: dict[str, Any] = {"http_status": status, "request_id": request_id}
     if status == 401:
         return LumaAuthenticationError(
             f"The Luma API rejected the API key of connection {conn_id!r} while {what} (401{detail}): "
@@ -262,7 +262,7 @@ def _is_safe_to_resend_create(error: BaseException) -> bool:
     if isinstance(error, LumaRateLimitError):
         return True
     if isinstance(error, LumaServerError):
-        return error.status_code == 503
+        return error.http_status == 503
     return isinstance(error, LumaConnectionError) and not error.request_sent
 
 
@@ -359,7 +359,7 @@ class LumaHook(BaseHook):
         except AirflowNotFoundException:
             raise LumaConfigurationError(self._missing_connection_message()) from None
 
-    async def _alookup(self) -> Connection:
+    async def _alookup(self) -> Any:
         try:
             return await get_async_connection(self.luma_conn_id, hook=type(self))
         except AirflowNotFoundException:
@@ -890,7 +890,7 @@ class LumaHook(BaseHook):
                         error = LumaError(
                             f"The video host answered {answer.status_code} while {what}: the link may have expired; "
                             "fetch the generation again for a fresh one.",
-                            status_code=answer.status_code,
+                            http_status=answer.status_code,
                         )
                     raise error
                 expected = answer.headers.get("Content-Length")
