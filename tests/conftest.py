@@ -87,7 +87,8 @@ def _no_sentinel_in_logs(caplog: pytest.LogCaptureFixture, capsys: pytest.Captur
     caplog.set_level("DEBUG")
     yield
     leaks = [
-        line for line in logged_text(caplog, capsys).splitlines()
+        line
+        for line in logged_text(caplog, capsys).splitlines()
         if SENTINEL_KEY in line and not _airflow_own_debug_line(line)
     ]
     assert not leaks, f"the API key was logged or printed: {leaks[:3]}"

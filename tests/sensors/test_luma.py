@@ -6,7 +6,6 @@ import time
 from datetime import timedelta
 
 import pytest
-
 from airflow.providers.common.compat.sdk import (
     AirflowException,
     AirflowFailException,
@@ -14,6 +13,7 @@ from airflow.providers.common.compat.sdk import (
     AirflowSkipException,
     TaskDeferred,
 )
+
 from airflow_provider_luma.errors import LumaError, LumaInputError
 from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.sensors.luma import DEFERRAL_TIMEOUT_MARGIN, LumaGenerationSensor
