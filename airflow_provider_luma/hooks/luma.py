@@ -14,6 +14,9 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import requests
+import urllib3
+from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
+from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -23,8 +26,6 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
-from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
 from airflow_provider_luma.errors import (
     LumaAuthenticationError,
     LumaConfigurationError,
@@ -462,7 +463,7 @@ class LumaHook(BaseHook):
                 ) as response:
                     text = await response.text()
                     status, headers = response.status, response.headers
-            except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            except (TimeoutError, aiohttp.ClientError) as error:
                 raise _connection_error(error, what=what, creates=creates) from None
             if status >= 400:
                 raise error_for_response(status, text, headers, what=what, conn_id=settings.conn_id)
@@ -967,5 +968,6 @@ def _never_connected(error: BaseException) -> bool:
         return True
     if isinstance(error, requests.exceptions.ConnectionError):
         reason = getattr(error.args[0], "reason", None) if error.args else None
-        return type(reason).__name__ in ("NewConnectionError", "ConnectTimeoutError")
+        # NameResolutionError is a NewConnectionError: nothing was sent either.
+        return isinstance(reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError))
     return False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -17,7 +19,7 @@ from airflow.providers.common.compat.sdk import (
     XCom,
 )
 
-from airflow_provider_luma.errors import LumaError, LumaInputError
+from airflow_provider_luma.errors import LumaError, LumaInputError, LumaNotFoundError
 from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.models import (
     Generation,
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
 GENERATION_ID_XCOM_KEY = "generation_id"
 #: XCom key of the finished video's URL, read by :class:`LumaVideoLink`.
 VIDEO_URL_XCOM_KEY = "video_url"
+#: Task state key (Airflow 3.3+ ``task_state_store``) of the generation a try submitted, for the next try.
+REUSE_STATE_KEY = "luma_generation"
 #: How long the generate operator waits for ``completed`` unless told otherwise.
 DEFAULT_WAIT_TIMEOUT = timedelta(hours=1)
 _CREATE_FIELDS = ("prompt", "aspect_ratio", "model", "resolution", "duration", "loop", "keyframes", "callback_url")
@@ -117,7 +121,13 @@ class LumaGenerateVideoOperator(BaseOperator):
     The generation id goes to XCom (key ``generation_id``) as soon as the generation exists; the
     return value is the generation as a plain dict (``id``, ``state``, ``video_url``, ...), which
     :class:`~airflow_provider_luma.sensors.luma.LumaGenerationSensor` and
-    :class:`LumaDownloadVideoOperator` accept. Each run submits a new, paid generation.
+    :class:`LumaDownloadVideoOperator` accept.
+
+    Each run submits a new, paid generation, but a **retry** does not pay twice: on Airflow 3.3+ the
+    generation's id is kept in the task state store as soon as it exists, and a retry of the same task
+    instance reuses it while it is ``queued``, ``dreaming`` or ``completed`` and the rendered request
+    is unchanged (a ``failed`` one is replaced). Success clears the record, so clearing the task
+    gives a new video. Older Airflow versions keep no state between tries: there a retry submits anew.
 
     .. seealso::
         For more information on how to use this operator, see the provider's README.
@@ -195,21 +205,69 @@ class LumaGenerateVideoOperator(BaseOperator):
         return build_create_request(**values)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        """Submit the generation, then (unless ``wait_for_completion=False``) wait for it to complete."""
-        generation = self._submit(context)
+        """Submit the generation (or reuse an earlier try's), then, unless told not to, wait for it."""
+        body = self._request_body()
+        generation = self._reusable_generation(context, body) or self._submit(context, body)
         if not self.wait_for_completion:
+            _forget_generation(context)
             return generation.to_dict()
         return self._wait(context, generation)
 
-    def _submit(self, context: Context) -> Generation:
-        """Check the rendered parameters, submit a new generation and push its id at once."""
-        generation = self.hook.submit_generation(self._request_body())
+    def _reusable_generation(self, context: Context, body: Mapping[str, Any]) -> Generation | None:
+        """The generation an earlier try of this task instance submitted, if it is still usable."""
+        store = context.get("task_state_store")
+        ti = context["ti"]
+        if store is None:
+            if ti.try_number > 1:
+                self.log.warning(
+                    "This Airflow keeps no task state between tries (Airflow 3.3+ does): submitting a new "
+                    "generation; one submitted by an earlier try, if any, is not reused."
+                )
+            return None
+        record = store.get(REUSE_STATE_KEY)
+        if not isinstance(record, Mapping) or not record.get("id"):
+            return None
+        previous_id, previous_try = str(record["id"]), record.get("try_number", "?")
+        if record.get("fingerprint") != request_fingerprint(self.luma_conn_id, body):
+            self.log.info(
+                "The request changed since try %s (generation %s): submitting a new one.", previous_try, previous_id
+            )
+            return None
+        try:
+            generation = self.hook.get_generation(previous_id)
+        except LumaNotFoundError:
+            self.log.info("Previous generation %s no longer exists: submitting a new one.", previous_id)
+            return None
+        if generation.is_failed:
+            self.log.info("Previous generation %s failed: submitting a new one.", previous_id)
+            return None
+        self.log.info("Reusing generation %s from try %s (%s).", previous_id, previous_try, generation.state)
+        self._push_generation(context, generation)
+        return generation
+
+    def _submit(self, context: Context, body: Mapping[str, Any]) -> Generation:
+        """Submit a new (paid) generation; record and push its id before anything else can fail."""
+        generation = self.hook.submit_generation(body)
+        store = context.get("task_state_store")
+        if store is not None:
+            # Stored before any wait, so a retry after a crash or a failed wait reconnects to it.
+            store.set(
+                REUSE_STATE_KEY,
+                {
+                    "id": generation.id,
+                    "fingerprint": request_fingerprint(self.luma_conn_id, body),
+                    "try_number": context["ti"].try_number,
+                },
+            )
+        self._push_generation(context, generation)
+        return generation
+
+    def _push_generation(self, context: Context, generation: Generation) -> None:
         # Pushed before any wait, so the id is known even if the wait fails or the worker dies.
         context["ti"].xcom_push(key=GENERATION_ID_XCOM_KEY, value=generation.id)
         # No video yet; pushing the key now spares Airflow 3 an "XCom not found" error in the log when
         # it asks LumaVideoLink for the link of a task that ends without one.
         context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=generation.video_url)
-        return generation
 
     def _wait(self, context: Context, generation: Generation) -> dict[str, Any]:
         """Wait for ``generation`` to complete: deferred to the triggerer, or here in the worker."""
@@ -248,6 +306,8 @@ class LumaGenerateVideoOperator(BaseOperator):
         return self._finish(context, generation)
 
     def _finish(self, context: Context, generation: Generation) -> dict[str, Any]:
+        # Succeeded: a later run (a cleared task) must get a new video, not this one.
+        _forget_generation(context)
         if generation.video_url:
             context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=generation.video_url)
         self.log.info("Luma generation %s is completed: %s", generation.id, generation.video_url or "no video URL")
@@ -348,6 +408,18 @@ class LumaDownloadVideoOperator(BaseOperator):
         self.hook.check_video_destination(target, into_folder=into_folder)
         paths = [str(self.hook.download_video(item, target, into_folder=into_folder)) for item in items]
         return paths if several else paths[0]
+
+
+def request_fingerprint(luma_conn_id: str, body: Mapping[str, Any]) -> str:
+    """A digest of everything that makes a generation request: the connection and the rendered body."""
+    canonical = json.dumps({"conn": luma_conn_id, "body": body}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _forget_generation(context: Context) -> None:
+    store = context.get("task_state_store")
+    if store is not None:
+        store.delete(REUSE_STATE_KEY)
 
 
 def _as_timedelta(value: timedelta | float) -> timedelta:

@@ -36,10 +36,11 @@ IMAGE_1 = "https://example.com/end.jpg"
 
 
 class FakeTaskInstance:
-    """The part of a task instance the operators use: ``xcom_push``."""
+    """The part of a task instance the operators use: ``xcom_push`` and ``try_number``."""
 
     def __init__(self) -> None:
         self.xcom: dict[str, Any] = {}
+        self.try_number = 1
 
     def xcom_push(self, key: str, value: Any, **_: Any) -> None:
         self.xcom[key] = value
