@@ -77,7 +77,9 @@ def _cpu_seconds() -> float:
     return times.user + times.system
 
 
-async def _trigger_wait(trigger: Any, index: int, ends: list[float], statuses: list[str]) -> None:
+async def _trigger_wait(trigger: Any, index: int, ends: list[float], statuses: list[str], delay: float) -> None:
+    if delay:
+        await asyncio.sleep(delay)
     async for event in trigger.run():
         ends[index] = time.time()
         statuses[index] = event.payload.get("status", "?")
@@ -93,7 +95,10 @@ async def _poll_wait(
     ends: list[float],
     statuses: list[str],
     errors: list[int],
+    delay: float,
 ) -> None:
+    if delay:
+        await asyncio.sleep(delay)
     timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=60)
     while True:
         try:
@@ -120,9 +125,12 @@ def _make_triggers(ids: list[str], deadline: float) -> list[Any]:
 async def _run_waits(config: dict[str, Any], ids: list[str], ends: list[float], statuses: list[str]) -> dict:
     """Run the waits for ``ids``; return mode-specific extras."""
     deadline = time.time() + float(config["deadline_seconds"])
+    stagger = float(config.get("stagger_seconds", 0.0)) / max(1, len(ids))
     if config["mode"] == "trigger":
         triggers = _make_triggers(ids, deadline)
-        tasks = [asyncio.create_task(_trigger_wait(t, i, ends, statuses)) for i, t in enumerate(triggers)]
+        tasks = [
+            asyncio.create_task(_trigger_wait(t, i, ends, statuses, i * stagger)) for i, t in enumerate(triggers)
+        ]
         await asyncio.gather(*tasks)
         return {}
     errors = [0]
@@ -131,7 +139,7 @@ async def _run_waits(config: dict[str, Any], ids: list[str], ends: list[float], 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         tasks = [
             asyncio.create_task(
-                _poll_wait(session, url, headers, g, float(config["interval"]), i, ends, statuses, errors)
+                _poll_wait(session, url, headers, g, float(config["interval"]), i, ends, statuses, errors, i * stagger)
             )
             for i, g in enumerate(ids)
         ]

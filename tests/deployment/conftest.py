@@ -28,7 +28,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             if installed < (3, 3):
                 item.add_marker(
                     pytest.mark.skip(
-                        reason=f"deployment tests run on the newest Airflow (3.3+; installed {installed[0]}.{installed[1]}): "
+                        reason=f"deployment tests run on the newest Airflow (3.3+, installed: {installed}): "
                         "2.11's standalone forces the SequentialExecutor on SQLite, and the task state store "
                         "the retry test relies on is new in 3.3; dag.test() covers the older versions"
                     )
