@@ -11,10 +11,13 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "Creating $VENV (Airflow $AIRFLOW_VERSION)..." >&2
   "$PYTHON" -m venv "$VENV"
 fi
-# Airflow 3.0.x declares no upper bound on cadwyn/fastapi, and their current releases break its
-# execution API (every task start answers 422): hold them at what 3.0 was released with.
+# Airflow 3.0.x declares no upper bound on cadwyn, fastapi and universal-pathlib, and their current
+# releases break it (every task start answers 422; ObjectStoragePath refuses file://): hold them at
+# what 3.0 was released with.
 pins=()
-case "$AIRFLOW_VERSION" in 3.0.*) pins=("cadwyn>=5.2.1,<5.5" "fastapi>=0.115,<0.117") ;; esac
+case "$AIRFLOW_VERSION" in
+  3.0.*) pins=("cadwyn>=5.2.1,<5.5" "fastapi>=0.115,<0.117" "universal-pathlib>=0.2.2,<0.3") ;;
+esac
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
   echo "Installing the provider with Airflow $AIRFLOW_VERSION into $VENV..." >&2
   "$VENV/bin/python" -m pip install -q --upgrade pip >&2
