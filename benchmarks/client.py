@@ -27,6 +27,7 @@ import os
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -128,9 +129,7 @@ async def _run_waits(config: dict[str, Any], ids: list[str], ends: list[float], 
     stagger = float(config.get("stagger_seconds", 0.0)) / max(1, len(ids))
     if config["mode"] == "trigger":
         triggers = _make_triggers(ids, deadline)
-        tasks = [
-            asyncio.create_task(_trigger_wait(t, i, ends, statuses, i * stagger)) for i, t in enumerate(triggers)
-        ]
+        tasks = [asyncio.create_task(_trigger_wait(t, i, ends, statuses, i * stagger)) for i, t in enumerate(triggers)]
         await asyncio.gather(*tasks)
         return {}
     errors = [0]
@@ -161,8 +160,7 @@ async def _main(config: dict[str, Any]) -> None:
     print("READY " + json.dumps({"baseline_rss": baseline_rss, "baseline_sockets": baseline_sockets}), flush=True)
 
     path = (await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)).strip()
-    with open(path, encoding="utf-8") as file:
-        plan = json.load(file)
+    plan = json.loads(Path(path).read_text(encoding="utf-8"))  # noqa: ASYNC240 - before the clock starts
     ids: list[str] = plan["ids"]
     ends = [0.0] * len(ids)
     statuses = [""] * len(ids)

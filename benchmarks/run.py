@@ -105,7 +105,17 @@ class SimulatorProcess:
     def __init__(self, hold: float) -> None:
         env = {**os.environ, "LUMA_SIMULATOR_API_KEY": API_KEY}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "airflow_provider_luma.testing", "--port", "0", "--cdn-port", "0", "--hold", str(hold)],
+            [
+                sys.executable,
+                "-m",
+                "airflow_provider_luma.testing",
+                "--port",
+                "0",
+                "--cdn-port",
+                "0",
+                "--hold",
+                str(hold),
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
@@ -192,8 +202,9 @@ class Bench:
                 await self._post(
                     "/_sim/script", {"prompt_contains": f"[s{j}]", "queued_seconds": 0, "dreaming_seconds": duration}
                 )
-            created = await asyncio.gather(*(create(f"bench [s{i % SPREAD_STEPS}] {i}") for i in range(n)))
-            generations = [(g, durations[i % SPREAD_STEPS]) for i, g in enumerate(created)]
+            steps = [i * SPREAD_STEPS // n for i in range(n)]
+            created = await asyncio.gather(*(create(f"bench [s{j}] {i}") for i, j in enumerate(steps)))
+            generations = [(g, durations[j]) for g, j in zip(created, steps, strict=True)]
         else:
             # All complete at the same moment: batches of 250, each scripted to finish at `target`.
             target = time.time() + n / 800 + t
@@ -266,7 +277,7 @@ class Bench:
             if process.returncode is None:
                 try:
                     await asyncio.wait_for(process.wait(), 30)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     process.kill()
                     await process.wait()
         del ready
@@ -418,12 +429,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def machine() -> str:
+    import resource
+
     import psutil
 
+    files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     return (
         f"{os.cpu_count()} CPUs (`nproc` {len(os.sched_getaffinity(0))}), "
-        f"{psutil.virtual_memory().total / 2**30:.1f} GiB RAM, {platform.platform()}, Python {platform.python_version()}, "
-        f"aiohttp {aiohttp.__version__}, open-file limit {__import__('resource').getrlimit(__import__('resource').RLIMIT_NOFILE)[0]}"
+        f"{psutil.virtual_memory().total / 2**30:.1f} GiB RAM, {platform.platform()}, "
+        f"Python {platform.python_version()}, aiohttp {aiohttp.__version__}, open-file limit {files}"
     )
 
 
@@ -465,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             slots = measure_worker_slots(args.deployment_factor)
-        except Exception as error:  # noqa: BLE001 - keep the other results; say what failed
+        except Exception as error:  # keep the other results; say what failed
             slots = {"markdown": f"The deployment part failed: {type(error).__name__}: {str(error)[:2000]}"}
         print(slots["markdown"], flush=True)
     report = {

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
+import os
+import tempfile
 import time
+import uuid
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -16,7 +22,7 @@ import aiohttp
 import requests
 import urllib3
 from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
-from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
+from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook, ObjectStoragePath
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -32,6 +38,7 @@ from airflow_provider_luma.errors import (
     LumaConnectionError,
     LumaError,
     LumaForbiddenError,
+    LumaInputError,
     LumaNotFoundError,
     LumaRateLimitError,
     LumaResponseError,
@@ -59,6 +66,19 @@ PROBE_GENERATION_ID = "00000000-0000-4000-8000-000000000000"
 MAX_RETRY_AFTER = 60.0
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
 T = TypeVar("T")
+
+
+class _SharedSession:
+    """One HTTP session shared by every ``async with hook:`` on one event loop, and how many use it."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+        self.users = 0
+
+
+# Keyed by the running loop: a triggerer's thousands of waits share one connection pool, and nothing
+# outlives its loop (dag.test() runs each trigger under a loop of its own).
+_SHARED_SESSIONS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _SharedSession] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -308,8 +328,10 @@ class LumaHook(BaseHook):
     Interact with Luma AI's Dream Machine video generation through the AI/ML API.
 
     Every method has an async twin (``a``-prefixed) for triggers and async tasks. Used as
-    ``async with hook:``, the hook keeps one HTTP session for all its async calls and closes it
-    on exit; without it, each async call opens and closes its own.
+    ``async with hook:``, the hook makes all its async calls on one HTTP session, shared with every
+    other hook inside ``async with`` on the same event loop (a triggerer's waits share one
+    connection pool) and closed when the last of them exits; without it, each async call opens and
+    closes its own.
 
     :param luma_conn_id: The Airflow connection holding the API key (password) and, optionally,
         the host and tuning extras. Defaults to ``luma_default``.
@@ -423,13 +445,26 @@ class LumaHook(BaseHook):
 
     async def __aenter__(self) -> LumaHook:
         await self.asettings()
-        self._async_session = self._new_async_session()
+        loop = asyncio.get_running_loop()
+        shared = _SHARED_SESSIONS.get(loop)
+        if shared is None or shared.session.closed:
+            shared = _SHARED_SESSIONS[loop] = _SharedSession(self._new_async_session())
+        shared.users += 1
+        self._async_session = shared.session
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         session, self._async_session = self._async_session, None
-        if session is not None:
-            await session.close()
+        if session is None:
+            return
+        loop = asyncio.get_running_loop()
+        shared = _SHARED_SESSIONS.get(loop)
+        if shared is not None and shared.session is session:
+            shared.users -= 1
+            if shared.users > 0:
+                return
+            del _SHARED_SESSIONS[loop]  # before closing: a hook entering meanwhile gets a new session
+        await session.close()
 
     def _new_async_session(self) -> aiohttp.ClientSession:
         # limit=0: concurrent long polls must never queue behind each other in the pool.
@@ -723,8 +758,6 @@ class LumaHook(BaseHook):
         return True, "The Luma API accepted the key."
 
     # -- video download --------------------------------------------------------------------------
-    # Added for the download operator. The imports of this section are local so that it stays one
-    # self-contained block of the class.
 
     #: Bytes read from the CDN and written per step: the video is streamed, never held in memory.
     VIDEO_CHUNK_SIZE = 1024 * 1024
@@ -761,8 +794,6 @@ class LumaHook(BaseHook):
         :param max_retries: Retries after transient CDN errors.
         :return: The written file: a ``pathlib.Path``, or an ``ObjectStoragePath`` when one was given.
         """
-        import uuid
-
         resolved = self._completed_generation(generation)
         target = self._video_target(destination, resolved.id, into_folder=into_folder)
         self._ensure_parent(target)
@@ -797,12 +828,6 @@ class LumaHook(BaseHook):
         :param destination: As for :meth:`download_video`.
         :param into_folder: As for :meth:`download_video`.
         """
-        import tempfile
-
-        from airflow.providers.common.compat.sdk import ObjectStoragePath
-
-        from airflow_provider_luma.errors import LumaInputError
-
         target = self._video_target(destination, "write-check", into_folder=into_folder)
         self._ensure_parent(target)
         # On Airflow 2 an ObjectStoragePath is also a pathlib.Path: test for it first.
@@ -844,13 +869,6 @@ class LumaHook(BaseHook):
 
     @staticmethod
     def _video_target(destination: Any, generation_id: str, *, into_folder: bool | None) -> Any:
-        import os
-        from pathlib import Path
-
-        from airflow.providers.common.compat.sdk import ObjectStoragePath
-
-        from airflow_provider_luma.errors import LumaInputError
-
         if isinstance(destination, ObjectStoragePath):
             folder = into_folder if into_folder is not None else destination.is_dir()
             return destination / f"{generation_id}.mp4" if folder else destination
@@ -866,8 +884,6 @@ class LumaHook(BaseHook):
 
     @staticmethod
     def _ensure_parent(target: Any) -> None:
-        from airflow_provider_luma.errors import LumaInputError
-
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -910,10 +926,6 @@ class LumaHook(BaseHook):
 
     @staticmethod
     def _move_into_place(temporary: Any, target: Any) -> None:
-        import os
-
-        from airflow.providers.common.compat.sdk import ObjectStoragePath
-
         if not isinstance(temporary, ObjectStoragePath):
             os.replace(temporary, target)  # atomic on one file system: readers see the old or the new file
         else:
@@ -921,8 +933,6 @@ class LumaHook(BaseHook):
 
     @staticmethod
     def _remove_quietly(temporary: Any) -> None:
-        import contextlib
-
         with contextlib.suppress(Exception):
             if temporary.exists():
                 temporary.unlink()
