@@ -29,7 +29,8 @@ from tenacity import (
     Retrying,
     retry_if_exception,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from airflow_provider_luma.errors import (
@@ -66,6 +67,8 @@ PROBE_GENERATION_ID = "00000000-0000-4000-8000-000000000000"
 MAX_RETRY_AFTER = 60.0
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
 T = TypeVar("T")
+#: Back-off between retries of one call: 0.5 s doubling up to 10 s, plus up to 0.5 s of jitter.
+_RETRY_BACKOFF = wait_exponential(multiplier=0.5, max=10.0) + wait_random(0, 0.5)
 
 
 class _SharedSession:
@@ -298,7 +301,7 @@ class _RetryPolicy:
         self.settings = settings
         self.deadline = deadline
         self.predicate = _is_safe_to_resend_create if creates else _is_transient
-        self._backoff = wait_exponential_jitter(0.5, max=10.0, jitter=0.5)
+        self._backoff = _RETRY_BACKOFF
 
     def _stop(self, state: RetryCallState) -> bool:
         if stop_after_attempt(self.settings.max_retries + 1)(state):
@@ -802,7 +805,7 @@ class LumaHook(BaseHook):
         self.log.info("Downloading the video of Luma generation %s from %s to %s.", resolved.id, host, target)
         retrying = Retrying(
             stop=stop_after_attempt(max_retries + 1),
-            wait=wait_exponential_jitter(0.5, max=10.0, jitter=0.5),
+            wait=_RETRY_BACKOFF,
             retry=retry_if_exception(_is_transient),
             reraise=True,
         )
