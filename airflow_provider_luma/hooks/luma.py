@@ -210,8 +210,14 @@ def _extra(extras: Mapping[str, Any], conn_id: str, name: str, kind: type, defau
     return converted
 
 
-def error_for_response(status: int, text: str, headers: Mapping[str, str], *, what: str, conn_id: str) -> LumaError:
-    """Map an error answer of the API to the matching :class:`LumaError`, with the server's own message."""
+def error_for_response(
+    status: int, text: str, headers: Mapping[str, str], *, what: str, conn_id: str, creates: bool = False
+) -> LumaError:
+    """
+    Map an error answer of the API to the matching :class:`LumaError`, with the server's own message.
+
+    ``creates``: the call submitted a generation, so a server error may hide one that exists anyway.
+    """
     message, request_id = _server_message(text)
     detail = f": {message}" if message else ""
     kwargs: dict[str, Any] = {"http_status": status, "request_id": request_id}
@@ -238,14 +244,19 @@ def error_for_response(status: int, text: str, headers: Mapping[str, str], *, wh
             **kwargs,
         )
     if status >= 500:
-        return LumaServerError(f"The Luma API failed while {what} ({status}{detail}).", **kwargs)
+        maybe_created = (
+            " The generation may have been created anyway: check before submitting again."
+            if creates and status != 503
+            else ""
+        )
+        return LumaServerError(f"The Luma API failed while {what} ({status}{detail}).{maybe_created}", **kwargs)
     return LumaError(f"Unexpected answer {status} while {what}{detail}.", **kwargs)
 
 
 def _server_message(text: str) -> tuple[str | None, str | None]:
     try:
         body = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         return (text.strip()[:200] or None), None
     if not isinstance(body, Mapping):
         return None, None
@@ -271,7 +282,7 @@ def parse_json(text: str, *, what: str) -> Any:
     """Parse a successful answer; a body that is not JSON is a :class:`LumaResponseError`."""
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise LumaResponseError(f"The Luma API answered {what} with a body that is not JSON.") from None
 
 
@@ -435,7 +446,7 @@ class LumaHook(BaseHook):
                 raise _connection_error(error, what=what, creates=creates) from None
             if response.status_code >= 400:
                 raise error_for_response(
-                    response.status_code, text, response.headers, what=what, conn_id=settings.conn_id
+                    response.status_code, text, response.headers, what=what, conn_id=settings.conn_id, creates=creates
                 )
             return parse(parse_json(text, what=what))
 
@@ -499,12 +510,12 @@ class LumaHook(BaseHook):
                 async with session.request(
                     method, url, params=params, json=body, headers=settings.headers, timeout=timeout
                 ) as response:
-                    text = await response.text()
+                    text = await response.text(errors="replace")  # a proxy's error page may not be UTF-8
                     status, headers = response.status, response.headers
             except (TimeoutError, aiohttp.ClientError) as error:
                 raise _connection_error(error, what=what, creates=creates) from None
             if status >= 400:
-                raise error_for_response(status, text, headers, what=what, conn_id=settings.conn_id)
+                raise error_for_response(status, text, headers, what=what, conn_id=settings.conn_id, creates=creates)
             return parse(parse_json(text, what=what))
 
         try:
@@ -900,29 +911,42 @@ class LumaHook(BaseHook):
         headers = {"User-Agent": f"airflow-provider-luma/{__version__}", "Accept-Encoding": "identity"}
         assert generation.video_url is not None
         try:
-            with requests.get(generation.video_url, stream=True, headers=headers, timeout=self.VIDEO_TIMEOUT) as answer:
+            file = temporary.open("wb")  # opened first: an unwritable destination fails before any download
+        except OSError as error:
+            raise LumaInputError(
+                f"The video destination {temporary.parent} is not writable: {error.strerror or error}."
+            ) from None
+        try:
+            with (
+                file,
+                requests.get(generation.video_url, stream=True, headers=headers, timeout=self.VIDEO_TIMEOUT) as answer,
+            ):
                 if answer.status_code >= 400:
-                    error = error_for_response(
+                    failure = error_for_response(
                         answer.status_code, answer.text, answer.headers, what=what, conn_id=self.luma_conn_id
                     )
-                    if not error.transient:
+                    if not failure.transient:
                         # A 403/404 from the CDN means an expired or wrong link, not a bad API key.
-                        error = LumaError(
+                        failure = LumaError(
                             f"The video host answered {answer.status_code} while {what}: the link may have expired; "
                             "fetch the generation again for a fresh one.",
                             http_status=answer.status_code,
                         )
-                    raise error
+                    raise failure
                 expected = answer.headers.get("Content-Length")
                 written = 0
-                with temporary.open("wb") as file:
-                    for chunk in answer.iter_content(chunk_size=chunk_size):
-                        file.write(chunk)
-                        written += len(chunk)
+                for chunk in answer.iter_content(chunk_size=chunk_size):
+                    if written == 0 and chunk[4:8] != b"ftyp":
+                        # An HTML error page served with 200 must not end up named .mp4.
+                        raise LumaResponseError(f"The video host sent something that is not an MP4 while {what}.")
+                    file.write(chunk)
+                    written += len(chunk)
         except requests.exceptions.RequestException as error:
             raise LumaConnectionError(
                 f"The video host dropped the connection while {what} ({type(error).__name__})."
             ) from None
+        if written == 0:
+            raise LumaConnectionError(f"The video host sent an empty body while {what}.")
         if expected is not None and expected.isdigit() and written != int(expected):
             raise LumaConnectionError(f"The video host sent {written} of {expected} bytes while {what}.")
         return written

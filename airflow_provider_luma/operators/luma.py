@@ -198,7 +198,8 @@ class LumaGenerateVideoOperator(BaseOperator):
         if literal_only:
             # A placeholder prompt and None for the rest let each literal value be checked on its own.
             values = {name: value if is_literal(value) else None for name, value in values.items()}
-            values["prompt"] = values["prompt"] if values["prompt"] is not None else "placeholder"
+            # Only a template or XComArg prompt is unknown yet; a literal None is an error now.
+            values["prompt"] = "placeholder" if not is_literal(self.prompt) else self.prompt
         if isinstance(values["loop"], str) and values["loop"].strip().lower() in ("true", "false"):
             values["loop"] = values["loop"].strip().lower() == "true"  # a rendered template is a string
         values["keyframes"] = normalize_keyframes(values["keyframes"])

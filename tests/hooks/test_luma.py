@@ -155,7 +155,7 @@ class TestCreate:
     @pytest.mark.parametrize("kind", ["500", "502", "504", "drop"])
     def test_create_is_not_resent_when_the_server_may_have_acted(self, luma_conn, kind):
         luma_conn.inject_fault(kind, endpoint="create", after=True)
-        with pytest.raises(LumaError, match=r"(?i)failed|dropped|created") as raised:
+        with pytest.raises(LumaError, match="may have been created anyway") as raised:
             LumaHook().create_generation("maybe paid")
         assert luma_conn.count("create") == 1  # never paid twice
         assert SENTINEL_KEY not in str(raised.value)

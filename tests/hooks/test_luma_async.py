@@ -160,3 +160,32 @@ async def test_missing_connection_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("AIRFLOW_CONN_LUMA_DEFAULT", raising=False)
     with pytest.raises(LumaError, match="does not exist"):
         await LumaHook(luma_conn_id="nowhere").aget_generation(UNKNOWN_ID)
+
+
+async def test_hooks_on_one_event_loop_share_one_session_closed_by_the_last(luma_conn):
+    first, second = LumaHook(), LumaHook()
+    async with first:
+        async with second:
+            assert first._async_session is second._async_session
+            shared = first._async_session
+        assert shared is not None
+        assert not shared.closed  # the first hook still uses it
+        await first.aget_generation((await first.acreate_generation("shared")).id)
+    assert shared.closed
+    async with LumaHook() as third:
+        assert third._async_session is not shared  # a new one once the last user left
+
+
+def test_each_event_loop_gets_its_own_session(luma_conn):
+    # dag.test() runs each trigger under its own event loop: nothing may outlive its loop.
+    sessions = []
+
+    async def use():
+        async with LumaHook() as hook:
+            await hook.aget_generations([(await hook.acreate_generation("loop")).id])
+            sessions.append(hook._async_session)
+
+    asyncio.run(use())
+    asyncio.run(use())
+    assert sessions[0] is not sessions[1]
+    assert all(session.closed for session in sessions)

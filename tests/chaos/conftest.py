@@ -1,0 +1,88 @@
+"""Chaos suite set-up: every test here is marked ``chaos``; fault-test simulator, fast retries, deployment.
+
+The deployment fixtures come from ``tests/deployment`` (the simulator behind ``luma_default`` and the
+harness); :func:`chaos_deployment` only adds a short triggerer health-check threshold so a restarted
+triggerer takes over the dead one's triggers in seconds instead of the default 30 s.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_luma.testing import LumaSimulator
+from tests.conftest import SENTINEL_KEY, connection_json
+from tests.deployment.conftest import deployment_simulator  # noqa: F401  (re-exported fixture)
+from tests.deployment.harness import AirflowDeployment, deployment
+
+HERE = str(Path(__file__).parent)
+
+#: Connection extras of the fault tests: a 1 s client time-out (the least allowed), one retry per call.
+FAULT_EXTRAS = {"timeout": 1, "max_retries": 1, "min_poll_interval": 0.05, "max_backoff": 0.2}
+
+
+def _airflow_major() -> int:
+    from importlib.metadata import version
+
+    return int(version("apache-airflow").split(".")[0])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark everything in this folder ``chaos``; the deployment tests also ``deployment`` (Airflow 3 only)."""
+    major = _airflow_major()
+    for item in items:
+        if not str(item.fspath).startswith(HERE):
+            continue
+        item.add_marker(pytest.mark.chaos)
+        if "chaos_deployment" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.deployment)
+            if major < 3:
+                item.add_marker(pytest.mark.skip(reason=f"deployment tests need Airflow >= 3 (installed {major}.x)"))
+
+
+@pytest.fixture
+def fault_sim() -> Iterator[LumaSimulator]:
+    """A simulator for fault tests: holds 0.3 s, queued 0.05 s, dreaming 0.15 s (sentinel key)."""
+    sim = LumaSimulator(api_key=SENTINEL_KEY, hold_seconds=0.3, queued_seconds=0.05, dreaming_seconds=0.15)
+    sim.start()
+    try:
+        yield sim
+    finally:
+        sim.stop()
+
+
+@pytest.fixture
+def fault_conn(fault_sim: LumaSimulator, monkeypatch: pytest.MonkeyPatch) -> LumaSimulator:
+    """``luma_default`` pointing at :func:`fault_sim` with :data:`FAULT_EXTRAS`; returns the simulator."""
+    monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", connection_json(fault_sim, **FAULT_EXTRAS))
+    return fault_sim
+
+
+@pytest.fixture
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shrink the hook's exponential back-off between retries (0.5 s → 0.01 s); the retry logic is untouched."""
+    import tenacity
+
+    import airflow_provider_luma.hooks.luma as hook_module
+
+    monkeypatch.setattr(hook_module, "_RETRY_BACKOFF", tenacity.wait_fixed(0.01))
+
+
+@pytest.fixture(scope="module")
+def chaos_deployment(deployment_simulator: LumaSimulator) -> Iterator[AirflowDeployment]:  # noqa: F811
+    """A real Airflow 3 deployment (see tests/deployment) whose triggerer is declared dead after 8 s of silence."""
+    extra = {
+        "AIRFLOW_CONN_LUMA_DEFAULT": connection_json(deployment_simulator),
+        "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "8",
+    }
+    with deployment(extra_env=extra) as dep:
+        dep.simulator = deployment_simulator
+        yield dep
+
+
+def sentinel_free(payload: object) -> None:
+    """Assert the sentinel key is nowhere in ``payload`` (as JSON)."""
+    assert SENTINEL_KEY not in json.dumps(payload, default=str)
