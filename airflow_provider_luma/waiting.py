@@ -230,8 +230,7 @@ class WaitLoop:
         since = self._changed_at.get(generation.id, self._started_at)
         self._changed_at[generation.id] = now
         if previous is None:
-            # Not a change, only the starting point; at INFO it would double the log lines of a wait.
-            self.log.debug("Luma generation %s is %s.", generation.id, generation.state)
+            self.log.info("Luma generation %s is %s.", generation.id, generation.state)
         else:
             self.log.info(
                 "Luma generation %s: %s → %s after %.0f s.",
