@@ -16,6 +16,8 @@ class LumaError(AirflowException):
 
     #: Whether a later call may succeed where this one failed (429, 5xx, dropped connections...).
     transient: bool = False
+    #: Whether a create call failed in a way that leaves a (paid) generation possibly created.
+    maybe_created: bool = False
 
     def __init__(self, message: str, *, http_status: int | None = None, request_id: str | None = None):
         if request_id:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -318,8 +318,3 @@ def _check_keyframes(keyframes: Any) -> dict[str, Any]:
     if not checked:
         raise LumaInputError("keyframes is given but holds no frame: set 'frame0' and/or 'frame1'.")
     return checked
-
-
-def ids_of(generations: Sequence[Generation]) -> list[str]:
-    """The ids of ``generations``, in order."""
-    return [generation.id for generation in generations]

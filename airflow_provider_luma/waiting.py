@@ -24,6 +24,8 @@ from airflow_provider_luma.models import Generation, GenerationState
 log = logging.getLogger(__name__)
 
 WaitStatus = Literal["success", "failed", "timeout", "error"]
+#: Answers in a row that may leave out a generation asked for before the wait gives up on it.
+MISSING_ANSWERS_LIMIT = 3
 
 
 @dataclass(frozen=True)
@@ -54,11 +56,16 @@ class WaitPacing:
 
 @dataclass(frozen=True)
 class Poll:
-    """Fetch ``generation_ids`` with a long poll for ``target``, giving up at ``deadline`` (UNIX time)."""
+    """
+    Fetch ``generation_ids``, giving up at ``deadline`` (UNIX time).
+
+    With ``hold`` (the default) it is a long poll for ``target``; without, the API answers at once.
+    """
 
     generation_ids: list[str]
     target: GenerationState
     deadline: float
+    hold: bool = True
 
 
 @dataclass(frozen=True)
@@ -141,6 +148,7 @@ class WaitLoop:
         self._changed_at: dict[str, float] = {}
         self._started_at = clock()
         self._transient_failures = 0
+        self._missing: dict[str, int] = {}
 
     @property
     def pending_ids(self) -> list[str]:
@@ -172,7 +180,22 @@ class WaitLoop:
             )
             return self._sleep_or_timeout(delay)
         self._transient_failures = 0
+        lost = self._note_missing(self.pending_ids, answer)
+        if lost:
+            return Finished(
+                "error",
+                f"The Luma API's answers left out generation(s) {', '.join(lost)} {MISSING_ANSWERS_LIMIT} times in "
+                "a row: check that the ids are right.",
+                self._ordered(),
+            )
         return self.observe(answer) or self._sleep_or_timeout(self.pacing.after_answer(call_seconds))
+
+    def _note_missing(self, asked: list[str], answer: list[Generation]) -> list[str]:
+        # A multi-fetch may drop unknown ids instead of answering 404: don't wait for them until the deadline.
+        returned = {generation.id for generation in answer}
+        for generation_id in asked:
+            self._missing[generation_id] = 0 if generation_id in returned else self._missing.get(generation_id, 0) + 1
+        return [i for i in asked if self._missing[i] >= MISSING_ANSWERS_LIMIT]
 
     def observe(self, generations: Iterable[Generation]) -> Finished | None:
         """Record what the API reported; return how the wait ended, or ``None`` if it goes on."""

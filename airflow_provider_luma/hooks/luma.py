@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+import logging
 import os
 import tempfile
 import time
@@ -59,12 +60,16 @@ from airflow_provider_luma.waiting import Finished, Poll, Sleep, WaitLoop, WaitP
 if TYPE_CHECKING:
     from airflow.models import Connection
 
+log = logging.getLogger(__name__)
+
 DEFAULT_HOST = "https://api.aimlapi.com"
 GENERATION_PATH = "/v2/generate/video/luma-ai/generation"
 GENERATIONS_PATH = "/v2/generate/video/luma-ai/generations"
 # A well-formed id no generation can have: fetching it costs nothing and tells whether the key works.
 PROBE_GENERATION_ID = "00000000-0000-4000-8000-000000000000"
 MAX_RETRY_AFTER = 60.0
+#: How long the API holds a long poll at most; a read time-out must exceed it.
+API_HOLD_SECONDS = 30.0
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
 T = TypeVar("T")
 #: Back-off between retries of one call: 0.5 s doubling up to 10 s, plus up to 0.5 s of jitter.
@@ -135,7 +140,7 @@ class LumaSettings:
                 f"Connection {conn_id!r} points at {base_url!r} over plain http, which would send the API key "
                 "in clear text: use https, or set the extra allow_insecure_http to true if you really mean it."
             )
-        return cls(
+        settings = cls(
             conn_id=conn_id,
             base_url=base_url,
             api_key=api_key,
@@ -147,6 +152,15 @@ class LumaSettings:
             max_backoff=_extra(extras, conn_id, "max_backoff", float, cls.max_backoff, minimum=0.0),
             comma_separated_ids=_extra(extras, conn_id, "comma_separated_ids", bool, False),
         )
+        if settings.timeout <= API_HOLD_SECONDS and not _is_loopback(parts.hostname):
+            log.warning(
+                "Extra 'timeout' of connection %r is %s s, not above the API's %s s hold: long polls will time out "
+                "and be retried. Use about 60.",
+                conn_id,
+                settings.timeout,
+                API_HOLD_SECONDS,
+            )
+        return settings
 
     @property
     def pacing(self) -> WaitPacing:
@@ -172,11 +186,18 @@ class LumaSettings:
 def _base_url(conn: Connection) -> str:
     host = (conn.host or "").strip().rstrip("/") or DEFAULT_HOST
     if "://" not in host:
+        if host.count(":") > 1 and not host.startswith("["):
+            host = f"[{host}]"  # a bare IPv6 address
         scheme = (conn.schema or "").strip().lower()
         host = f"{scheme if scheme in ('http', 'https') else 'https'}://{host}"
-    if conn.port and not urlsplit(host).port:
-        parts = urlsplit(host)
-        host = f"{parts.scheme}://{parts.hostname}:{conn.port}{parts.path}"
+    parts = urlsplit(host)
+    try:
+        has_port = parts.port is not None
+    except ValueError:
+        raise LumaConfigurationError(f"Connection {conn.conn_id!r} has an invalid host {host!r}.") from None
+    if conn.port and not has_port and parts.hostname:
+        hostname = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        host = f"{parts.scheme}://{hostname}:{conn.port}{parts.path}"
     return host
 
 
@@ -249,7 +270,9 @@ def error_for_response(
             if creates and status != 503
             else ""
         )
-        return LumaServerError(f"The Luma API failed while {what} ({status}{detail}).{maybe_created}", **kwargs)
+        error = LumaServerError(f"The Luma API failed while {what} ({status}{detail}).{maybe_created}", **kwargs)
+        error.maybe_created = bool(maybe_created)
+        return error
     return LumaError(f"Unexpected answer {status} while {what}{detail}.", **kwargs)
 
 
@@ -458,6 +481,8 @@ class LumaHook(BaseHook):
     # -- async HTTP ------------------------------------------------------------------------------
 
     async def __aenter__(self) -> LumaHook:
+        if self._async_session is not None:
+            raise RuntimeError("This LumaHook is already open: use one `async with hook:` at a time.")
         await self.asettings()
         loop = asyncio.get_running_loop()
         shared = _SHARED_SESSIONS.get(loop)
@@ -569,7 +594,7 @@ class LumaHook(BaseHook):
     def submit_generation(self, body: Mapping[str, Any]) -> Generation:
         """Submit a request body already checked by :func:`build_create_request`."""
         generation = self._request(
-            "POST", GENERATION_PATH, what="creating a generation", body=body, parse=Generation.from_api
+            "POST", GENERATION_PATH, what="creating a generation", body=body, parse=_created_generation
         )
         self.log.info("Created Luma generation %s (%s).", generation.id, generation.state)
         return generation
@@ -578,7 +603,7 @@ class LumaHook(BaseHook):
         """Async twin of :meth:`create_generation` (same parameters)."""
         body = build_create_request(prompt, **parameters)
         generation = await self._arequest(
-            "POST", GENERATION_PATH, what="creating a generation", body=body, parse=Generation.from_api
+            "POST", GENERATION_PATH, what="creating a generation", body=body, parse=_created_generation
         )
         self.log.info("Created Luma generation %s (%s).", generation.id, generation.state)
         return generation
@@ -612,14 +637,18 @@ class LumaHook(BaseHook):
         """
         Fetch several generations through the multi-fetch endpoint, ``ids_per_request`` ids per call.
 
+        With ``state`` and more ids than one call carries, only the first call is held (a long poll);
+        the others answer at once, so this never takes longer than one server hold.
+
         :param generation_ids: The ids.
         :param state: As for :meth:`get_generation`.
         :param deadline: UNIX time by which each call (with its retries) gives up.
         """
         ids = normalize_generation_ids(generation_ids)
         result: list[Generation] = []
-        for chunk in _chunks(ids, self.settings.ids_per_request):
-            request = _multi_request(chunk, state, self.settings)
+        for index, chunk in enumerate(_chunks(ids, self.settings.ids_per_request)):
+            # Only the first chunk is held: one call never holds for longer than one server hold.
+            request = _multi_request(chunk, state if index == 0 else None, self.settings)
             result.extend(
                 self._request("GET", GENERATIONS_PATH, deadline=deadline, parse=parse_generation_list, **request)
             )
@@ -631,8 +660,8 @@ class LumaHook(BaseHook):
         """Async twin of :meth:`get_generations`; the chunks are fetched concurrently."""
         ids = normalize_generation_ids(generation_ids)
         settings = await self.asettings()
-        answers = await asyncio.gather(
-            *(
+        calls = [
+            asyncio.ensure_future(
                 self._arequest(
                     "GET",
                     GENERATIONS_PATH,
@@ -640,22 +669,32 @@ class LumaHook(BaseHook):
                     parse=parse_generation_list,
                     **_multi_request(chunk, state, settings),
                 )
-                for chunk in _chunks(ids, settings.ids_per_request)
             )
-        )
+            for chunk in _chunks(ids, settings.ids_per_request)
+        ]
+        try:
+            answers = await asyncio.gather(*calls)
+        except BaseException:
+            # One chunk failed (or the wait was cancelled): stop the others' long polls with it.
+            for call in calls:
+                call.cancel()
+            await asyncio.gather(*calls, return_exceptions=True)
+            raise
         return [generation for chunk in answers for generation in chunk]
 
     def poll(self, step: Poll) -> list[Generation]:
-        """One long poll of a wait: single-fetch for one id, multi-fetch for several."""
+        """One poll of a wait: single-fetch for one id, multi-fetch for several."""
+        state = step.target.value if step.hold else None
         if len(step.generation_ids) == 1:
-            return [self.get_generation(step.generation_ids[0], step.target.value, deadline=step.deadline)]
-        return self.get_generations(step.generation_ids, step.target.value, deadline=step.deadline)
+            return [self.get_generation(step.generation_ids[0], state, deadline=step.deadline)]
+        return self.get_generations(step.generation_ids, state, deadline=step.deadline)
 
     async def apoll(self, step: Poll) -> list[Generation]:
         """Async twin of :meth:`poll`."""
+        state = step.target.value if step.hold else None
         if len(step.generation_ids) == 1:
-            return [await self.aget_generation(step.generation_ids[0], step.target.value, deadline=step.deadline)]
-        return await self.aget_generations(step.generation_ids, step.target.value, deadline=step.deadline)
+            return [await self.aget_generation(step.generation_ids[0], state, deadline=step.deadline)]
+        return await self.aget_generations(step.generation_ids, state, deadline=step.deadline)
 
     # -- API: wait -------------------------------------------------------------------------------
 
@@ -935,12 +974,16 @@ class LumaHook(BaseHook):
                     raise failure
                 expected = answer.headers.get("Content-Length")
                 written = 0
+                head = b""
                 for chunk in answer.iter_content(chunk_size=chunk_size):
-                    if written == 0 and chunk[4:8] != b"ftyp":
-                        # An HTML error page served with 200 must not end up named .mp4.
-                        raise LumaResponseError(f"The video host sent something that is not an MP4 while {what}.")
+                    if len(head) < 8:
+                        head += chunk[: 8 - len(head)]
+                        if len(head) == 8 and head[4:8] != b"ftyp":
+                            # An HTML error page served with 200 must not end up named .mp4.
+                            raise LumaResponseError(f"The video host sent something that is not an MP4 while {what}.")
                     file.write(chunk)
                     written += len(chunk)
+                _sync_to_disk(file)
         except requests.exceptions.RequestException as error:
             raise LumaConnectionError(
                 f"The video host dropped the connection while {what} ({type(error).__name__})."
@@ -955,6 +998,11 @@ class LumaHook(BaseHook):
     def _move_into_place(temporary: Any, target: Any) -> None:
         if not isinstance(temporary, ObjectStoragePath):
             os.replace(temporary, target)  # atomic on one file system: readers see the old or the new file
+            folder = os.open(target.parent, os.O_RDONLY)
+            try:
+                os.fsync(folder)  # the rename itself survives a crash
+            finally:
+                os.close(folder)
         else:
             temporary.rename(target)  # object stores: copy and delete; the final name is only ever whole
 
@@ -963,6 +1011,28 @@ class LumaHook(BaseHook):
         with contextlib.suppress(Exception):
             if temporary.exists():
                 temporary.unlink()
+
+
+def _sync_to_disk(file: Any) -> None:
+    # A local file reaches the disk before it is renamed, so a crash never leaves an empty "finished"
+    # video; object-store files have no descriptor and are only whole once closed.
+    file.flush()
+    try:
+        descriptor = file.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    os.fsync(descriptor)
+
+
+def _created_generation(payload: Any) -> Generation:
+    try:
+        return Generation.from_api(payload)
+    except LumaResponseError as error:
+        # The API answered 2xx: the generation exists and is paid for, we just cannot tell its id.
+        error.message += " The generation was created anyway: check your account before submitting again."
+        error.args = (error.message,)
+        error.maybe_created = True
+        raise
 
 
 def _single_request(generation_id: str, state: str | None) -> dict[str, Any]:
@@ -995,7 +1065,9 @@ def _connection_error(error: BaseException, *, what: str, creates: bool) -> Luma
     message = f"The Luma API {problem} while {what} ({type(error).__name__})."
     if creates and sent:
         message += " The generation may have been created anyway: check before submitting again."
-    return LumaConnectionError(message, request_sent=sent)
+    error = LumaConnectionError(message, request_sent=sent)
+    error.maybe_created = creates and sent
+    return error
 
 
 def _never_connected(error: BaseException) -> bool:

@@ -12,6 +12,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.common.compat.sdk import (
+    AirflowFailException,
     BaseOperator,
     BaseOperatorLink,
     Context,
@@ -248,7 +249,16 @@ class LumaGenerateVideoOperator(BaseOperator):
 
     def _submit(self, context: Context, body: Mapping[str, Any]) -> Generation:
         """Submit a new (paid) generation; record and push its id before anything else can fail."""
-        generation = self.hook.submit_generation(body)
+        try:
+            generation = self.hook.submit_generation(body)
+        except LumaError as error:
+            if error.maybe_created:
+                # Its answer was lost: a retry could pay for a second generation. Let a person decide.
+                raise AirflowFailException(
+                    f"{error.message} Not retrying automatically, so as not to pay twice; clear the task to "
+                    "submit again."
+                ) from None
+            raise
         store = context.get("task_state_store")
         if store is not None:
             # Stored before any wait, so a retry after a crash or a failed wait reconnects to it.

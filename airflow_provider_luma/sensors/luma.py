@@ -22,7 +22,7 @@ from airflow_provider_luma.errors import LumaError, LumaInputError
 from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.models import Generation, GenerationState, normalize_generation_ids
 from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
-from airflow_provider_luma.waiting import Poll
+from airflow_provider_luma.waiting import Finished, Poll, WaitLoop
 
 #: How much later than the trigger's own deadline Airflow's deferral time-out fires: a backstop only.
 DEFERRAL_TIMEOUT_MARGIN = timedelta(minutes=2)
@@ -114,7 +114,8 @@ class LumaGenerationSensor(BaseSensorOperator):
             return super().execute(context)
         deadline = time.time() + self.timeout
         wait = self.hook.new_wait(ids, self.target_state, deadline=deadline)
-        finished = wait.observe(self.hook.get_generations(ids) if len(ids) > 1 else [self.hook.get_generation(ids[0])])
+        # A transient error here is no news: defer all the same, the trigger keeps asking.
+        finished = self._poll_once(wait, Poll(ids, wait.target, deadline, hold=False))
         if finished is not None:
             return self._finish(finished.to_event())
         self.defer(
@@ -132,20 +133,22 @@ class LumaGenerationSensor(BaseSensorOperator):
     def poke(self, context: Context) -> PokeReturnValue:
         """One long poll, held by the server at most the connection's time-out."""
         ids = self._resolve_ids()
-        settings = self.hook.settings
-        wait = self.hook.new_wait(ids, self.target_state)
-        deadline = time.time() + min(settings.timeout, float(self.timeout))
-        try:
-            generations = self.hook.poll(Poll(ids, GenerationState(self.target_state), deadline))
-        except LumaError as error:
-            if error.transient:
-                self.log.warning("No news from Luma this poke: %s", error.message)
-                return PokeReturnValue(is_done=False)
-            raise
-        finished = wait.observe(generations)
+        wait = self.hook.new_wait(ids, self.target_state)  # no deadline: Airflow enforces the sensor's timeout
+        deadline = time.time() + min(self.hook.settings.timeout, float(self.timeout))
+        finished = self._poll_once(wait, Poll(ids, wait.target, deadline))
         if finished is None:
             return PokeReturnValue(is_done=False)
         return PokeReturnValue(is_done=True, xcom_value=self._finish(finished.to_event()))
+
+    def _poll_once(self, wait: WaitLoop, poll: Poll) -> Finished | None:
+        """One call, judged by the wait's own rules: how the wait ended, or ``None`` while it goes on."""
+        started = time.monotonic()
+        try:
+            answer: list[Generation] | LumaError = self.hook.poll(poll)
+        except LumaError as error:
+            answer = error
+        step = wait.after_poll(answer, time.monotonic() - started)
+        return step if isinstance(step, Finished) else None
 
     def _finish(self, event: Mapping[str, Any] | None) -> Any:
         if not event or "status" not in event:

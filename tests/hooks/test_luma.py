@@ -366,3 +366,19 @@ class TestWait:
         hook.wait_for_generation(generation.id, timeout=30)
         # ~2 s of generation at one call per 0.5 s: about 5 calls, never a hot loop.
         assert simulator.count("get") <= 7
+
+
+def test_bare_ipv6_host_with_a_separate_port(monkeypatch):
+    hook = set_conn(monkeypatch, host="::1", port=8089, schema="http", password=SENTINEL_KEY)
+    assert hook.settings.base_url == "http://[::1]:8089"
+
+
+def test_multi_fetch_in_several_chunks_holds_one_call_only(monkeypatch, simulator):
+    simulator.script("held", queued_seconds=60)
+    hook = use_connection(monkeypatch, simulator, ids_per_request=2)
+    ids = [hook.create_generation(f"held {i}").id for i in range(5)]
+    started = time.monotonic()
+    assert {g.state for g in hook.get_generations(ids, "completed")} == {"queued"}
+    # Three chunks, but only the first is a long poll: about one hold, not three.
+    assert time.monotonic() - started < 2 * simulator.hold_seconds
+    assert [("state" in r["query"]) for r in simulator.requests("list")] == [True, False, False]

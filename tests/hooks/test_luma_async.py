@@ -189,3 +189,10 @@ def test_each_event_loop_gets_its_own_session(luma_conn):
     asyncio.run(use())
     assert sessions[0] is not sessions[1]
     assert all(session.closed for session in sessions)
+
+
+async def test_one_hook_cannot_be_entered_twice(luma_conn):
+    hook = LumaHook()
+    async with hook:
+        with pytest.raises(RuntimeError, match="already open"):
+            await hook.__aenter__()

@@ -6,7 +6,7 @@ from importlib.metadata import version
 from typing import Any
 
 import pytest
-from airflow.providers.common.compat.sdk import TaskDeferred
+from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred
 
 from airflow_provider_luma.errors import LumaGenerationFailedError, LumaWaitTimeoutError
 from airflow_provider_luma.operators.luma import REUSE_STATE_KEY, LumaGenerateVideoOperator
@@ -166,3 +166,31 @@ def test_dag_retry_reuses_through_airflows_task_state_store(
     assert recorded(tmp_path / "result.jsonl")["record"]["id"] == generation["id"]
     assert luma_conn.count("create") == 1
     assert f"Reusing generation {generation['id']} from try 1" in logged_text(caplog, capsys)
+
+
+@pytest.mark.parametrize("kind", ["504", "drop", "missing_fields"])
+def test_a_create_whose_answer_was_lost_fails_without_retries(luma_conn, kind):
+    # The generation exists (the fault hits after the server acted) but its id never arrived:
+    # a retry could not find it and would pay for a second one.
+    luma_conn.inject_fault(kind, endpoint="create", after=True)
+    with pytest.raises(AirflowFailException, match="Not retrying automatically"):
+        operator().execute(try_context(1, TaskStateStore()))
+    assert luma_conn.count("create") == 1
+
+
+LOST_ANSWER_DAG = """
+from datetime import timedelta
+import pendulum
+from airflow.providers.common.compat.sdk import DAG
+from airflow_provider_luma.operators.luma import LumaGenerateVideoOperator
+
+with DAG("luma_lost_answer", schedule=None, start_date=pendulum.datetime(2026, 1, 1)):
+    LumaGenerateVideoOperator(task_id="generate", prompt="lost answer", retries=2, retry_delay=timedelta(seconds=0))
+"""
+
+
+def test_dag_a_lost_create_answer_is_not_retried(luma_conn, airflow_db):
+    luma_conn.inject_fault("502", endpoint="create", after=True)
+    result = run_dag_source(LOST_ANSWER_DAG, "luma_lost_answer")
+    assert result.state == "failed"
+    assert luma_conn.count("create") == 1  # retries=2, yet no second (paid) create

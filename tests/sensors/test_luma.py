@@ -18,7 +18,7 @@ from airflow_provider_luma.errors import LumaError, LumaInputError
 from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.sensors.luma import DEFERRAL_TIMEOUT_MARGIN, LumaGenerationSensor
 from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
-from tests.conftest import SENTINEL_KEY, logged_text
+from tests.conftest import SENTINEL_KEY, connection_json, logged_text
 from tests.dag_runner import RECORD_TASK, recorded, run_dag_source
 
 GEN_A = "4f1c0000-0000-4000-8000-00000000000a"
@@ -218,3 +218,23 @@ def test_dag_poke_mode_fails_on_a_failed_generation(luma_conn, airflow_db, tmp_p
     result, _ = run_sensor_dag(tmp_path, monkeypatch, "luma_sensor_poke_fail", "doomed", args)
     assert result.state == "failed"
     assert result.task_states["completed"] == "failed"
+
+
+def test_soft_fail_skips_a_permanent_error_at_the_first_check(luma_conn):
+    sensor = LumaGenerationSensor(task_id="wait", generation_id=GEN_A, soft_fail=True)
+    with pytest.raises(AirflowSkipException, match="Not found"):
+        sensor.execute({})
+
+
+def test_soft_fail_skips_a_permanent_error_in_poke_mode(luma_conn):
+    sensor = LumaGenerationSensor(task_id="wait", generation_id=GEN_A, soft_fail=True, deferrable=False)
+    with pytest.raises(AirflowSkipException, match="Not found"):
+        sensor.poke({})
+
+
+def test_a_transient_error_at_the_first_check_still_defers(monkeypatch, simulator):
+    monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", connection_json(simulator, max_retries=0))
+    generation = LumaHook().create_generation("flaky check")
+    simulator.inject_fault("503", endpoint="get", times=5)
+    with pytest.raises(TaskDeferred):
+        LumaGenerationSensor(task_id="wait", generation_id=generation.id).execute({})
