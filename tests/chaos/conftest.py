@@ -16,7 +16,7 @@ import pytest
 from airflow_provider_luma.testing import LumaSimulator
 from tests.conftest import SENTINEL_KEY, connection_json
 from tests.deployment.conftest import deployment_simulator  # noqa: F401  (re-exported fixture)
-from tests.deployment.harness import AirflowDeployment, deployment
+from tests.deployment.harness import AirflowDeployment, deployment, deployment_skip_reason
 
 HERE = str(Path(__file__).parent)
 
@@ -24,23 +24,17 @@ HERE = str(Path(__file__).parent)
 FAULT_EXTRAS = {"timeout": 1, "max_retries": 1, "min_poll_interval": 0.05, "max_backoff": 0.2}
 
 
-def _airflow_major() -> int:
-    from importlib.metadata import version
-
-    return int(version("apache-airflow").split(".")[0])
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark everything in this folder ``chaos``; the deployment tests also ``deployment`` (Airflow 3 only)."""
-    major = _airflow_major()
+    reason = deployment_skip_reason()
     for item in items:
         if not str(item.fspath).startswith(HERE):
             continue
         item.add_marker(pytest.mark.chaos)
         if "chaos_deployment" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.deployment)
-            if major < 3:
-                item.add_marker(pytest.mark.skip(reason=f"deployment tests need Airflow >= 3 (installed {major}.x)"))
+            if reason:
+                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture

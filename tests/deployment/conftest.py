@@ -8,31 +8,18 @@ import pytest
 
 from airflow_provider_luma.testing import LumaSimulator
 from tests.conftest import SENTINEL_KEY, connection_json
-from tests.deployment.harness import AirflowDeployment, deployment
-
-
-def _airflow_version() -> tuple[int, int]:
-    from importlib.metadata import version
-
-    major, minor = version("apache-airflow").split(".")[:2]
-    return int(major), int(minor)
+from tests.deployment.harness import AirflowDeployment, deployment, deployment_skip_reason
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark everything in this folder ``deployment``; run it on the newest Airflow line (3.3+) only."""
     here = __file__.rsplit("/", 1)[0]
-    installed = _airflow_version()
+    reason = deployment_skip_reason()
     for item in items:
         if str(item.fspath).startswith(here):
             item.add_marker(pytest.mark.deployment)
-            if installed < (3, 3):
-                item.add_marker(
-                    pytest.mark.skip(
-                        reason=f"deployment tests run on the newest Airflow (3.3+, installed: {installed}): "
-                        "2.11's standalone forces the SequentialExecutor on SQLite, and the task state store "
-                        "the retry test relies on is new in 3.3; dag.test() covers the older versions"
-                    )
-                )
+            if reason:
+                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture(scope="module")
