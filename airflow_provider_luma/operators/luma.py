@@ -277,8 +277,9 @@ class LumaGenerateVideoOperator(BaseOperator):
         # Pushed before any wait, so the id is known even if the wait fails or the worker dies.
         context["ti"].xcom_push(key=GENERATION_ID_XCOM_KEY, value=generation.id)
         # No video yet; pushing the key now spares Airflow 3 an "XCom not found" error in the log when
-        # it asks LumaVideoLink for the link of a task that ends without one.
-        context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=generation.video_url)
+        # it asks LumaVideoLink for the link of a task that ends without one. "" not None: Airflow 3.0's
+        # execution API refuses an XCom whose value is null.
+        context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=generation.video_url or "")
 
     def _wait(self, context: Context, generation: Generation) -> dict[str, Any]:
         """Wait for ``generation`` to complete: deferred to the triggerer, or here in the worker."""

@@ -171,7 +171,7 @@ def test_wait_for_completion_false_returns_after_submitting(luma_conn, context) 
     assert result["video_url"] is None
     assert luma_conn.count("create") == 1
     assert luma_conn.count("get") == luma_conn.count("list") == 0
-    assert context["ti"].xcom == {"generation_id": result["id"], "video_url": None}
+    assert context["ti"].xcom == {"generation_id": result["id"], "video_url": ""}
 
 
 # ---------------------------------------------------------------- generate: deferral
@@ -216,7 +216,7 @@ def test_failed_generation_fails_the_task_in_the_worker(luma_conn, context) -> N
     with pytest.raises(LumaGenerationFailedError, match="simulated failure") as failure:
         operator.execute(context)
     assert failure.value.generation_id == context["ti"].xcom["generation_id"]
-    assert context["ti"].xcom["video_url"] is None
+    assert context["ti"].xcom["video_url"] == ""  # no video: the link stays empty
 
 
 async def test_failed_generation_fails_the_task_after_deferral(luma_conn, context) -> None:
