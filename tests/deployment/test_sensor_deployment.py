@@ -64,7 +64,10 @@ def runs(airflow_deployment: AirflowDeployment) -> Runs:
 
 def test_sensor_defers_and_succeeds(airflow_deployment: AirflowDeployment, runs: Runs) -> None:
     dep = airflow_deployment
-    assert dep.run_state(DAG_ID, runs.ok) == "success", dep.task_states(DAG_ID, runs.ok)
+    assert dep.run_state(DAG_ID, runs.ok) == "success", (
+        dep.task_states(DAG_ID, runs.ok),
+        dep.task_log_text(DAG_ID, runs.ok, "wait")[-4000:],
+    )
     assert dep.task_states(DAG_ID, runs.ok) == {"submit": "success", "wait": "success"}
 
     evidence = dep.deferral_evidence(DAG_ID, runs.ok, "wait")
