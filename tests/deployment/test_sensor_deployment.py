@@ -67,6 +67,7 @@ def test_sensor_defers_and_succeeds(airflow_deployment: AirflowDeployment, runs:
     assert dep.run_state(DAG_ID, runs.ok) == "success", (
         dep.task_states(DAG_ID, runs.ok),
         dep.task_log_text(DAG_ID, runs.ok, "wait")[-4000:],
+        dep.query("SELECT event, extra FROM log WHERE dag_id = ? AND run_id = ?", (DAG_ID, runs.ok)),
     )
     assert dep.task_states(DAG_ID, runs.ok) == {"submit": "success", "wait": "success"}
 
