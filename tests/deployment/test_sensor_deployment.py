@@ -36,7 +36,11 @@ def luma_deploy_sensor():
     def submit(params=None) -> str:
         return LumaHook().create_generation(params["prompt"]).id
 
-    LumaGenerationSensor(task_id="wait", generation_id=submit(), timeout=120, poke_interval=1)
+    # retries: only for Airflow's own resume-after-defer race on a loaded machine (the test checks that
+    # a retry happened for no other reason); a failed generation is never retried (AirflowFailException).
+    LumaGenerationSensor(
+        task_id="wait", generation_id=submit(), timeout=120, poke_interval=1, retries=1, retry_delay=1
+    )
 
 
 luma_deploy_sensor()
@@ -70,6 +74,8 @@ def test_sensor_defers_and_succeeds(airflow_deployment: AirflowDeployment, runs:
         dep.query("SELECT event, extra FROM log WHERE dag_id = ? AND run_id = ?", (DAG_ID, runs.ok)),
     )
     assert dep.task_states(DAG_ID, runs.ok) == {"submit": "success", "wait": "success"}
+
+    assert dep.retried_only_for_airflows_race(DAG_ID, runs.ok, "wait")
 
     evidence = dep.deferral_evidence(DAG_ID, runs.ok, "wait")
     assert dep.saw_state(DAG_ID, runs.ok, "wait", "deferred"), evidence
