@@ -33,25 +33,21 @@ def test_every_module_named_in_the_provider_info_imports():
                 __import__(module)
 
 
+def airflow_cli(*args: str) -> str:
+    """What ``airflow <args>`` prints, run by this interpreter."""
+    return subprocess.run(
+        [sys.executable, "-m", "airflow", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+        timeout=180,
+        check=True,
+    ).stdout
+
+
 def test_airflow_cli_lists_the_provider_and_its_hook():
-    env = {**os.environ}
-    providers = subprocess.run(
-        [sys.executable, "-m", "airflow", "providers", "list", "-o", "json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=180,
-        check=True,
-    ).stdout
-    assert "airflow-provider-luma" in providers
-    hooks = subprocess.run(
-        [sys.executable, "-m", "airflow", "providers", "hooks", "-o", "json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=180,
-        check=True,
-    ).stdout
+    assert "airflow-provider-luma" in airflow_cli("providers", "list", "-o", "json")
+    hooks = airflow_cli("providers", "hooks", "-o", "json")
     # Log lines may come first (Airflow 3.0 prints some): the JSON list starts at '[{'.
     assert any(row.get("connection_type") == "luma" for row in json.loads(hooks[hooks.index("[{") :]))
 
