@@ -186,7 +186,9 @@ def test_dag_waits_for_dreaming_then_completed(luma_conn, airflow_db, tmp_path, 
 def test_dag_failing_generation_fails_the_sensor_with_its_reason(
     luma_conn, airflow_db, tmp_path, monkeypatch, caplog, capsys
 ):
-    luma_conn.script("doomed", outcome="failed", failure_reason="blocked by content policy", queued_seconds=1.5)
+    luma_conn.script(
+        "doomed", outcome="failed", failure_reason="blocked by content policy", queued_seconds=1.5, dreaming_seconds=3
+    )
     result, _ = run_sensor_dag(tmp_path, monkeypatch, "luma_sensor_fail", "doomed")
     assert result.state == "failed"
     assert result.task_states["completed"] == "failed"
@@ -213,7 +215,8 @@ def test_dag_not_deferrable_in_poke_and_reschedule_modes(luma_conn, airflow_db, 
 
 
 def test_dag_poke_mode_fails_on_a_failed_generation(luma_conn, airflow_db, tmp_path, monkeypatch):
-    luma_conn.script("doomed", outcome="failed", failure_reason="nope", queued_seconds=0.5)
+    # Dreaming for 3 s: the first sensor sees 'dreaming' even on a slow machine; the second sees 'failed'.
+    luma_conn.script("doomed", outcome="failed", failure_reason="nope", queued_seconds=0.5, dreaming_seconds=3)
     args = "timeout=60, deferrable=False, mode='poke', poke_interval=0.5"
     result, _ = run_sensor_dag(tmp_path, monkeypatch, "luma_sensor_poke_fail", "doomed", args)
     assert result.state == "failed"
