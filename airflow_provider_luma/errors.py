@@ -18,6 +18,8 @@ class LumaError(AirflowException):
     transient: bool = False
     #: Whether a create call failed in a way that leaves a (paid) generation possibly created.
     maybe_created: bool = False
+    #: The server's own words, when it sent an error body (a 400 names the parameter it rejects).
+    server_message: str | None = None
 
     def __init__(self, message: str, *, http_status: int | None = None, request_id: str | None = None):
         if request_id:
@@ -106,3 +108,10 @@ class LumaGenerationFailedError(LumaError):
 
 class LumaWaitTimeoutError(LumaError):
     """A wait for generations reached its deadline before they reached the target state."""
+
+
+class LumaRouteNotFoundError(LumaNotFoundError):
+    """
+    The server has no such route (its framework's generic 404, ``Cannot GET /path``), as opposed to
+    a generation it does not know: the endpoint family is gone from this server.
+    """

@@ -1,8 +1,9 @@
-"""The small typed model of the Luma API: states, generations and the checks on user input."""
+"""The small typed model of the Luma API: endpoint families, states, generations and ids."""
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -12,12 +13,32 @@ from airflow_provider_luma.errors import LumaInputError, LumaResponseError
 
 log = logging.getLogger(__name__)
 
-MAX_PROMPT_LENGTH = 2048
-ASPECT_RATIOS = ("1:1", "16:9", "9:16", "4:3", "3:4", "21:9", "9:21")
-MODELS = ("ray-1-6", "ray-2", "ray-flash-2")
-RESOLUTIONS = ("540p", "720p", "1080p", "4k")
-DURATIONS = ("5s", "9s")
-KEYFRAME_SLOTS = ("frame0", "frame1")
+
+class ApiFamily(StrEnum):
+    """
+    The service's two families of video endpoints; a generation lives in the one that created it.
+
+    ``luma-ai``: ``/v2/generate/video/luma-ai/...``, the seed's endpoints, with the 30 s long poll.
+    ``video``: ``/v2/video/generations``, the universal endpoint of the service's current models
+    (``luma/ray-2``, ``luma/ray-3.2`` ...), which answers at once and is polled on an interval.
+    """
+
+    LUMA_AI = "luma-ai"
+    VIDEO = "video"
+
+    @property
+    def holds(self) -> bool:
+        """Whether this family's fetch can hold a request until a state is reached (a long poll)."""
+        return self is ApiFamily.LUMA_AI
+
+    @classmethod
+    def parse(cls, value: Any, *, parameter: str = "api") -> ApiFamily:
+        """Return the family named by ``value`` or raise :class:`LumaInputError` saying what exists."""
+        try:
+            return cls(str(value.value if isinstance(value, ApiFamily) else value).strip().lower())
+        except ValueError:
+            allowed = ", ".join(repr(f.value) for f in cls)
+            raise LumaInputError(f"{parameter}={value!r} is not an endpoint family: use one of {allowed}.") from None
 
 
 class GenerationState(StrEnum):
@@ -69,32 +90,56 @@ class GenerationState(StrEnum):
 
 _PRIORITY = {state: index for index, state in enumerate(GenerationState)}
 WAITABLE_STATES = (GenerationState.QUEUED, GenerationState.DREAMING, GenerationState.COMPLETED)
+#: Every word either family was seen or documented to use, mapped to ours. The universal endpoint
+#: says ``generating`` and ``error``; its examples also treat ``waiting`` and ``active`` as running.
+STATE_WORDS: Mapping[str, GenerationState] = {
+    "queued": GenerationState.QUEUED,
+    "waiting": GenerationState.QUEUED,
+    "pending": GenerationState.QUEUED,
+    "dreaming": GenerationState.DREAMING,
+    "generating": GenerationState.DREAMING,
+    "active": GenerationState.DREAMING,
+    "processing": GenerationState.DREAMING,
+    "completed": GenerationState.COMPLETED,
+    "failed": GenerationState.FAILED,
+    "error": GenerationState.FAILED,
+}
 _warned_unknown_states: set[str] = set()
 
 
 def parse_state(value: Any) -> GenerationState | None:
-    """Map the API's state text to a :class:`GenerationState`; an invented state is ``None`` (not terminal)."""
+    """Map either family's state word to a :class:`GenerationState`; an invented one is ``None`` (not terminal)."""
     if isinstance(value, GenerationState):
         return value
-    try:
-        return GenerationState(str(value).lower())
-    except ValueError:
-        if str(value) not in _warned_unknown_states:
-            _warned_unknown_states.add(str(value))
-            log.warning("The Luma API reported an unknown state %r: treating it as not finished.", value)
-        return None
+    state = STATE_WORDS.get(str(value).strip().lower())
+    if state is None and str(value) not in _warned_unknown_states:
+        _warned_unknown_states.add(str(value))
+        log.warning("The Luma API reported an unknown state %r: treating it as not finished.", value)
+    return state
+
+
+#: A universal id names its model after a colon, e.g. ``7c880e75-...:luma/ray-2``: a hint, not a rule.
+_UNIVERSAL_ID_SUFFIX = re.compile(r"^[^:/\s]+:[\w.-]+/[\w.:-]+$")
+
+
+def family_hint(generation_id: str) -> ApiFamily | None:
+    """The family an id's own form points to (``<uuid>:luma/ray-2`` is universal), or ``None`` for a bare id."""
+    return ApiFamily.VIDEO if _UNIVERSAL_ID_SUFFIX.match(generation_id) else None
 
 
 @dataclass(frozen=True)
 class Generation:
     """
-    One Luma generation as the API reported it.
+    One Luma generation as the API reported it, in either family's words.
 
     :param id: The generation id.
-    :param state: The state text as reported (``None`` if the API sent none).
+    :param state: The state in this provider's words (``queued``, ``dreaming``, ``completed``,
+        ``failed``) when the API's word is known; otherwise the API's own word; ``None`` if it sent none.
     :param failure_reason: Why the generation failed, when it did.
     :param video_url: Where the finished video can be downloaded (a CDN, not the API).
     :param created_at: The creation time as the API wrote it (ISO-8601).
+    :param api: The endpoint family the generation lives in (``None``: not known from the answer).
+    :param usage: What it cost, as the universal endpoint reports it (``credits_used``, ``usd_spent``).
     :param raw: The whole JSON object the API returned.
     """
 
@@ -103,6 +148,8 @@ class Generation:
     failure_reason: str | None = None
     video_url: str | None = None
     created_at: str | None = None
+    api: ApiFamily | None = None
+    usage: Mapping[str, Any] | None = field(default=None, compare=False)
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -120,30 +167,43 @@ class Generation:
         state = self.known_state
         return state is not None and state.has_reached(target)
 
+    @property
+    def ref(self) -> GenerationRef:
+        """The id and family, all a later call needs to find this generation again."""
+        return GenerationRef(self.id, self.api)
+
     @classmethod
-    def from_api(cls, payload: Any) -> Generation:
+    def from_api(cls, payload: Any, *, api: ApiFamily | None = None) -> Generation:
         """
-        Build a generation from any shape the API (or a wrapper of it) is known to return.
+        Build a generation from any shape either family (or a wrapper of it) is known to return.
 
         Also accepts what :meth:`to_dict` produced. Raises :class:`LumaResponseError` when the
-        payload is not an object with an ``id``.
+        payload is not an object with an id (``id``, or ``generation_id`` as the service's SDK reads it).
+
+        :param payload: The JSON object.
+        :param api: The family the answer came from; a ``to_dict`` payload carries its own.
         """
         if not isinstance(payload, Mapping):
             raise LumaResponseError(
                 f"The Luma API returned {type(payload).__name__} where a generation object was expected."
             )
-        generation_id = payload.get("id")
-        if not isinstance(generation_id, str) or not generation_id.strip():
+        generation_id = next(
+            (v for v in (payload.get("generation_id"), payload.get("id")) if isinstance(v, str) and v.strip()), None
+        )
+        if generation_id is None:
             raise LumaResponseError("The Luma API returned a generation without an id.")
-        state = payload.get("state")
-        failure_reason = payload.get("failure_reason")
+        word = payload.get("state") if payload.get("state") is not None else payload.get("status")
+        state = None if word is None else str(word)
+        known = parse_state(state) if state is not None else None
         created_at = payload.get("created_at")
         return cls(
             id=generation_id,
-            state=None if state is None else str(state),
-            failure_reason=None if failure_reason is None else str(failure_reason),
+            state=known.value if known is not None else state,
+            failure_reason=_failure_reason(payload),
             video_url=_find_video_url(payload),
             created_at=None if created_at is None else str(created_at),
+            api=api or _stored_family(payload.get("api")),
+            usage=_usage(payload),
             raw=dict(payload),
         )
 
@@ -151,7 +211,8 @@ class Generation:
         """
         Plain JSON for XCom and trigger events: the API's own object with the parsed fields on top.
 
-        ``video_url`` is always present, so users need not know where the API put it.
+        ``video_url`` is always present, so users need not know where the API put it; ``api`` says
+        which endpoint family later calls must use.
         """
         return {
             **self.raw,
@@ -160,6 +221,8 @@ class Generation:
             "failure_reason": self.failure_reason,
             "video_url": self.video_url,
             "created_at": self.created_at,
+            "api": self.api.value if self.api else None,
+            "usage": dict(self.usage) if self.usage else None,
         }
 
     @classmethod
@@ -168,8 +231,33 @@ class Generation:
         return cls.from_api(data)
 
 
+def _stored_family(value: Any) -> ApiFamily | None:
+    try:
+        return ApiFamily(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _failure_reason(payload: Mapping[str, Any]) -> str | None:
+    reason = payload.get("failure_reason")
+    if reason is None:
+        error = payload.get("error")  # the universal endpoint: {"name", "message"}
+        reason = error.get("message") or error.get("name") if isinstance(error, Mapping) else error
+    return None if reason is None else str(reason)
+
+
+def _usage(payload: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    usage = payload.get("usage")  # what to_dict wrote
+    meta = payload.get("meta")
+    if usage is None and isinstance(meta, Mapping):
+        usage = meta.get("usage")
+    if not isinstance(usage, Mapping):
+        return None
+    return {key: value for key, value in usage.items() if isinstance(value, (int, float, str)) and key}
+
+
 def _find_video_url(payload: Mapping[str, Any]) -> str | None:
-    # Luma puts it in assets.video; wrappers were seen using video.url or video_url.
+    # Luma puts it in assets.video; the universal endpoint and wrappers use video.url or video_url.
     candidates = []
     assets = payload.get("assets")
     if isinstance(assets, Mapping):
@@ -183,43 +271,77 @@ def _find_video_url(payload: Mapping[str, Any]) -> str | None:
     return next((c for c in candidates if isinstance(c, str) and c), None)
 
 
-def parse_generation_list(payload: Any) -> list[Generation]:
-    """Parse the multi-fetch answer: a list, or an object holding it under ``generations`` or ``data``."""
+def parse_generation_list(payload: Any, *, api: ApiFamily | None = None) -> list[Generation]:
+    """
+    Parse the multi-fetch answer: a list, or an object holding it under ``generations`` or ``data``.
+
+    Item by item: a malformed item is left out (and so counts as missing for the wait), never hiding
+    the others. Raises :class:`LumaResponseError` only when the answer holds no list at all.
+    """
     items = payload
     if isinstance(payload, Mapping):
         items = next((payload[key] for key in ("generations", "data") if isinstance(payload.get(key), list)), None)
-        if items is None and "id" in payload:
+        if items is None and ("id" in payload or "generation_id" in payload):
             items = [payload]
     if not isinstance(items, list):
         raise LumaResponseError(
             "The Luma API answered the multi-fetch with neither a list of generations nor an object "
             "holding one under 'generations' or 'data'."
         )
-    return [Generation.from_api(item) for item in items]
+    generations = []
+    for index, item in enumerate(items):
+        try:
+            generations.append(Generation.from_api(item, api=api))
+        except LumaResponseError as error:
+            log.warning("Item %d of the Luma multi-fetch answer is unusable (%s): skipping it.", index, error.message)
+    return generations
 
 
-def normalize_generation_ids(value: Any, *, parameter: str = "generation_ids") -> list[str]:
+@dataclass(frozen=True)
+class GenerationRef:
     """
-    Turn what a user passes as ids into a plain list of non-empty id strings.
+    Which generation, and in which endpoint family to look for it.
+
+    :param id: The generation id.
+    :param api: Its family; ``None``: not known yet (the connection's default ``api`` extra decides).
+    """
+
+    id: str
+    api: ApiFamily | None = None
+
+    def resolved(self, default: ApiFamily) -> GenerationRef:
+        """This reference with its family decided: known, hinted by the id's form, or ``default``."""
+        return self if self.api is not None else GenerationRef(self.id, family_hint(self.id) or default)
+
+
+def normalize_generation_refs(
+    value: Any, *, parameter: str = "generation_ids", api: ApiFamily | str | None = None
+) -> list[GenerationRef]:
+    """
+    Turn what a user passes as generations into references: ids with their family where known.
 
     Accepts one id, a comma-separated string, a generation dict (as the generate operator returns
     it), or any iterable of those (a lazy XCom sequence included). Duplicates are dropped, order kept.
+    A dict's own ``api`` wins, then ``api``, then the id's form (``<uuid>:luma/ray-2`` is universal).
 
-    :param value: The ids.
+    :param value: The generations.
     :param parameter: The parameter name to use in error messages.
+    :param api: The family of the plain ids given, if the caller knows it.
     """
-    ids: list[str] = []
+    explicit = ApiFamily.parse(api) if api is not None else None
+    refs: list[GenerationRef] = []
 
     def add(item: Any) -> None:
-        if isinstance(item, Generation):
-            item = item.id
+        known: ApiFamily | None = None
+        if isinstance(item, (Generation, GenerationRef)):
+            item, known = item.id, item.api
         if isinstance(item, Mapping):
-            item = item.get("id")
+            item, known = (item.get("id") or item.get("generation_id")), _stored_family(item.get("api"))
         if isinstance(item, str):
             parts = [part.strip() for part in item.split(",")]
             if not all(parts):
                 raise LumaInputError(f"{parameter} holds an empty generation id in {item!r}.")
-            ids.extend(parts)
+            refs.extend(GenerationRef(part, known or explicit or family_hint(part)) for part in parts)
         elif item is None:
             raise LumaInputError(f"{parameter} holds None where a generation id was expected.")
         else:
@@ -227,94 +349,26 @@ def normalize_generation_ids(value: Any, *, parameter: str = "generation_ids") -
                 f"{parameter} holds {type(item).__name__} {item!r}: expected an id string or a generation dict."
             )
 
-    if isinstance(value, (str, Mapping, Generation)) or value is None:
+    if isinstance(value, (str, Mapping, Generation, GenerationRef)) or value is None:
         add(value)
     elif isinstance(value, Iterable):
         for item in value:
             add(item)
     else:
         add(value)
-    if not ids:
+    if not refs:
         raise LumaInputError(f"{parameter} is empty: give at least one generation id.")
-    for generation_id in ids:
-        if generation_id in ("None", "null"):
-            raise LumaInputError(f"{parameter} rendered to {generation_id!r}: the upstream task returned no id.")
-        if any(ch.isspace() for ch in generation_id) or len(generation_id) > 128:
-            raise LumaInputError(f"{parameter} holds a malformed generation id {generation_id!r}.")
-    return list(dict.fromkeys(ids))
+    for ref in refs:
+        if ref.id in ("None", "null"):
+            raise LumaInputError(f"{parameter} rendered to {ref.id!r}: the upstream task returned no id.")
+        if any(ch.isspace() for ch in ref.id) or len(ref.id) > 128:
+            raise LumaInputError(f"{parameter} holds a malformed generation id {ref.id!r}.")
+    unique: dict[str, GenerationRef] = {}
+    for ref in refs:
+        unique.setdefault(ref.id, ref)
+    return list(unique.values())
 
 
-def build_create_request(
-    prompt: str,
-    *,
-    aspect_ratio: str | None = None,
-    model: str | None = None,
-    resolution: str | None = None,
-    duration: str | None = None,
-    loop: bool | None = None,
-    keyframes: Mapping[str, Any] | None = None,
-    callback_url: str | None = None,
-) -> dict[str, Any]:
-    """
-    Check the parameters of a new generation and return the request body; ``None`` values are left out.
-
-    Raises :class:`LumaInputError` naming the parameter and its allowed values.
-    """
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise LumaInputError("prompt must be a non-empty string describing the video.")
-    if len(prompt) > MAX_PROMPT_LENGTH:
-        raise LumaInputError(f"prompt is {len(prompt)} characters long; the API accepts at most {MAX_PROMPT_LENGTH}.")
-    body: dict[str, Any] = {"prompt": prompt}
-    for name, value, allowed in (
-        ("aspect_ratio", aspect_ratio, ASPECT_RATIOS),
-        ("model", model, MODELS),
-        ("resolution", resolution, RESOLUTIONS),
-        ("duration", duration, DURATIONS),
-    ):
-        if value is None:
-            continue
-        if value not in allowed:
-            raise LumaInputError(f"{name}={value!r} is not supported: use one of {', '.join(allowed)}.")
-        body[name] = value
-    if loop is not None:
-        if not isinstance(loop, bool):
-            raise LumaInputError(f"loop must be True or False, not {loop!r}.")
-        body["loop"] = loop
-    if keyframes is not None:
-        body["keyframes"] = _check_keyframes(keyframes)
-    if callback_url is not None:
-        if not isinstance(callback_url, str) or not callback_url.startswith(("https://", "http://")):
-            raise LumaInputError(f"callback_url must be an http(s) URL, not {callback_url!r}.")
-        body["callback_url"] = callback_url
-    return body
-
-
-def _check_keyframes(keyframes: Any) -> dict[str, Any]:
-    if not isinstance(keyframes, Mapping):
-        raise LumaInputError("keyframes must be a dict with 'frame0' and/or 'frame1'.")
-    unknown = set(keyframes) - set(KEYFRAME_SLOTS)
-    if unknown:
-        raise LumaInputError(f"keyframes has unknown keys {sorted(unknown)}: only 'frame0' and 'frame1' exist.")
-    checked: dict[str, Any] = {}
-    for slot in KEYFRAME_SLOTS:
-        frame = keyframes.get(slot)
-        if frame is None:
-            continue
-        if not isinstance(frame, Mapping):
-            raise LumaInputError(f"keyframes.{slot} must be a dict such as {{'type': 'image', 'url': ...}}.")
-        kind = frame.get("type")
-        if kind == "image":
-            url = frame.get("url")
-            if not isinstance(url, str) or not url.startswith(("https://", "http://")):
-                raise LumaInputError(f"keyframes.{slot} is an image keyframe: give its http(s) 'url'.")
-            checked[slot] = {"type": "image", "url": url}
-        elif kind == "generation":
-            generation_id = frame.get("id")
-            if not isinstance(generation_id, str) or not generation_id.strip():
-                raise LumaInputError(f"keyframes.{slot} is a generation keyframe: give the generation's 'id'.")
-            checked[slot] = {"type": "generation", "id": generation_id}
-        else:
-            raise LumaInputError(f"keyframes.{slot} has type {kind!r}: use 'image' or 'generation'.")
-    if not checked:
-        raise LumaInputError("keyframes is given but holds no frame: set 'frame0' and/or 'frame1'.")
-    return checked
+def normalize_generation_ids(value: Any, *, parameter: str = "generation_ids") -> list[str]:
+    """The ids of :func:`normalize_generation_refs` (same rules), without their families."""
+    return [ref.id for ref in normalize_generation_refs(value, parameter=parameter)]

@@ -19,7 +19,7 @@ from airflow_provider_luma.errors import (
     LumaGenerationFailedError,
     LumaWaitTimeoutError,
 )
-from airflow_provider_luma.models import Generation, GenerationState
+from airflow_provider_luma.models import ApiFamily, Generation, GenerationState
 
 log = logging.getLogger(__name__)
 
@@ -33,20 +33,24 @@ class WaitPacing:
     """
     How a wait spaces its calls.
 
-    :param min_poll_interval: Least seconds between the starts of two polls. A server that holds
-        the long poll never makes this matter; one that answers at once (it ignored ``state``)
-        is asked again only after this long.
+    :param min_poll_interval: Least seconds between the starts of two long polls. A server that
+        holds the long poll never makes this matter; one that answers at once (it ignored the hold
+        parameter) is asked again only after this long.
+    :param poll_interval: Seconds between the starts of two polls of an endpoint that holds no
+        request (the universal endpoint).
     :param initial_backoff: Seconds to wait after the first poll that failed transiently.
     :param max_backoff: Cap of the exponential back-off after repeated transient failures.
     """
 
     min_poll_interval: float = 5.0
+    poll_interval: float = 10.0
     initial_backoff: float = 1.0
     max_backoff: float = 60.0
 
-    def after_answer(self, call_seconds: float) -> float:
+    def after_answer(self, call_seconds: float, *, held: bool = True) -> float:
         """Seconds to pause after a poll that answered in ``call_seconds`` without ending the wait."""
-        return max(0.0, self.min_poll_interval - call_seconds)
+        interval = self.min_poll_interval if held else self.poll_interval
+        return max(0.0, interval - call_seconds)
 
     def after_transient_error(self, consecutive_failures: int) -> float:
         """Seconds to back off after ``consecutive_failures`` failed polls in a row (full jitter on top half)."""
@@ -57,15 +61,16 @@ class WaitPacing:
 @dataclass(frozen=True)
 class Poll:
     """
-    Fetch ``generation_ids``, giving up at ``deadline`` (UNIX time).
+    Fetch ``generation_ids`` of the family ``api``, giving up at ``deadline`` (UNIX time).
 
-    With ``hold`` (the default) it is a long poll for ``target``; without, the API answers at once.
+    With ``hold`` it is a long poll for ``target``; without, the API answers at once.
     """
 
     generation_ids: list[str]
     target: GenerationState
     deadline: float
     hold: bool = True
+    api: ApiFamily = ApiFamily.LUMA_AI
 
 
 @dataclass(frozen=True)
@@ -121,11 +126,12 @@ class WaitLoop:
     Drive it with ``step = loop.first_step()`` and then ``step = loop.after_poll(...)`` /
     ``loop.after_sleep()`` until a :class:`Finished` comes back.
 
-    :param generation_ids: The generations to wait for.
+    :param generation_ids: The generations to wait for, all of the family ``api``.
     :param target: The state to wait for (a later non-failed state counts too).
     :param deadline: UNIX time after which the wait ends with ``timeout``; ``None`` waits forever.
     :param pacing: How calls are spaced.
     :param clock: Wall-clock source (seconds since the epoch); tests and benchmarks may replace it.
+    :param api: The endpoint family: ``luma-ai`` long-polls, ``video`` polls every ``poll_interval``.
     """
 
     def __init__(
@@ -137,9 +143,11 @@ class WaitLoop:
         pacing: WaitPacing | None = None,
         clock: Callable[[], float] = time.time,
         logger: Any = None,
+        api: ApiFamily = ApiFamily.LUMA_AI,
     ):
         self.generation_ids = list(generation_ids)
         self.target = target
+        self.api = api
         self.deadline = float("inf") if deadline is None else deadline
         self.pacing = pacing or WaitPacing()
         self.clock = clock
@@ -188,7 +196,8 @@ class WaitLoop:
                 "a row: check that the ids are right.",
                 self._ordered(),
             )
-        return self.observe(answer) or self._sleep_or_timeout(self.pacing.after_answer(call_seconds))
+        pause = self.pacing.after_answer(call_seconds, held=self.api.holds)
+        return self.observe(answer) or self._sleep_or_timeout(pause)
 
     def _note_missing(self, asked: list[str], answer: list[Generation]) -> list[str]:
         # A multi-fetch may drop unknown ids instead of answering 404: don't wait for them until the deadline.
@@ -221,7 +230,7 @@ class WaitLoop:
     def _next_poll(self) -> Step:
         if self.clock() >= self.deadline:
             return self._timed_out()
-        return Poll(self.pending_ids, self.target, self.deadline)
+        return Poll(self.pending_ids, self.target, self.deadline, hold=self.api.holds, api=self.api)
 
     def _sleep_or_timeout(self, delay: float) -> Step:
         remaining = self.deadline - self.clock()
@@ -262,3 +271,52 @@ class WaitLoop:
                 generation.state,
                 now - since,
             )
+        if generation.usage and generation.has_reached(GenerationState.COMPLETED):
+            usage = ", ".join(f"{key} {value}" for key, value in generation.usage.items())
+            self.log.info("Luma generation %s is completed; usage: %s.", generation.id, usage)
+
+
+class Wait:
+    """
+    A wait over generations of one or more endpoint families: one :class:`WaitLoop` per family,
+    driven side by side, so that each keeps its own pace (a universal id is polled on its interval
+    while a ``luma-ai`` long poll of the same wait is held).
+
+    :param loops: One loop per family, none empty.
+    :param generation_ids: All ids in the order the user gave them (the order of the results).
+    """
+
+    def __init__(self, loops: list[WaitLoop], generation_ids: list[str]):
+        self.loops = loops
+        self.generation_ids = generation_ids
+
+    @property
+    def target(self) -> GenerationState:
+        """The state waited for."""
+        return self.loops[0].target
+
+    def observe(self, generations: Iterable[Generation]) -> Finished | None:
+        """Record what is already known (e.g. a create answer); how the wait ended, or ``None``."""
+        known = list(generations)
+        results = [loop.observe(known) for loop in self.loops]
+        ended = [result for result in results if result is not None and result.status != "success"]
+        if ended:
+            return self.merge(ended)
+        if all(result is not None for result in results):
+            return self.merge([result for result in results if result is not None])
+        return None
+
+    def merge(self, results: list[Finished]) -> Finished:
+        """
+        One ending from the loops' endings: the first failure, error or time-out wins (the other
+        loops were stopped for it); success only when every loop succeeded.
+        """
+        latest = {g.id: g for loop in self.loops for g in loop.latest.values()}
+        ordered = [latest[i] for i in self.generation_ids if i in latest]
+        for status in ("failed", "error", "timeout"):
+            ending = next((r for r in results if r.status == status), None)
+            if ending is not None:
+                return Finished(ending.status, ending.message, ordered, error=ending.error)
+        return Finished(
+            "success", f"{len(self.generation_ids)} Luma generation(s) reached '{self.target.value}'.", ordered
+        )

@@ -22,6 +22,7 @@ from collections.abc import Iterator  # noqa: E402
 
 import pytest  # noqa: E402
 
+from airflow_provider_luma.hooks.endpoints import forget_learned_behaviour  # noqa: E402
 from airflow_provider_luma.testing import LumaSimulator  # noqa: E402
 
 #: The API key every test uses; the secrets checks look for it in logs, XCom, events and errors.
@@ -32,10 +33,17 @@ FAST_EXTRAS = {"min_poll_interval": 0.05, "max_backoff": 0.3, "timeout": 10, "ma
 
 
 def connection_json(sim: LumaSimulator, **extras) -> str:
-    """The ``AIRFLOW_CONN_...`` JSON for ``sim`` with the sentinel key."""
-    return json.dumps(
-        {"conn_type": "luma", "host": sim.base_url, "password": sim.api_key, "extra": {**FAST_EXTRAS, **extras}}
-    )
+    """The ``AIRFLOW_CONN_...`` JSON for ``sim`` with the sentinel key (and its hold, so early answers are told)."""
+    extra = {**FAST_EXTRAS, "long_poll_hold": sim.hold_seconds, **extras}
+    return json.dumps({"conn_type": "luma", "host": sim.base_url, "password": sim.api_key, "extra": extra})
+
+
+@pytest.fixture(autouse=True)
+def _fresh_learned_behaviour() -> Iterator[None]:
+    """Each test starts with nothing learned about servers (hold names, gone routes): ports get reused."""
+    forget_learned_behaviour()
+    yield
+    forget_learned_behaviour()
 
 
 @pytest.fixture

@@ -20,12 +20,13 @@ from airflow.providers.common.compat.sdk import (
     XCom,
 )
 
+from airflow_provider_luma.create_requests import CREATE_PARAMETERS, CreateRequest, build_create_request
 from airflow_provider_luma.errors import LumaError, LumaInputError, LumaNotFoundError
 from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.models import (
+    ApiFamily,
     Generation,
     GenerationState,
-    build_create_request,
     normalize_generation_ids,
     parse_state,
 )
@@ -44,7 +45,8 @@ VIDEO_URL_XCOM_KEY = "video_url"
 REUSE_STATE_KEY = "luma_generation"
 #: How long the generate operator waits for ``completed`` unless told otherwise.
 DEFAULT_WAIT_TIMEOUT = timedelta(hours=1)
-_CREATE_FIELDS = ("prompt", "aspect_ratio", "model", "resolution", "duration", "loop", "keyframes", "callback_url")
+#: The operator's create parameters: the prompt and every parameter any model takes (one definition).
+_CREATE_FIELDS = ("prompt", *CREATE_PARAMETERS)
 
 
 class LumaVideoLink(BaseOperatorLink):
@@ -66,7 +68,7 @@ def normalize_keyframes(keyframes: Any) -> Any:
     A keyframe may be a generation dict as the generate operator or the sensor return it (e.g.
     ``generate.output``) or a :class:`~airflow_provider_luma.models.Generation`; such a generation
     must be completed (only completed generations can be extended or interpolated). Anything else
-    is returned as is, for :func:`~airflow_provider_luma.models.build_create_request` to check.
+    is returned as is, for :func:`~airflow_provider_luma.create_requests.build_create_request` to check.
 
     :param keyframes: ``{"frame0": ..., "frame1": ...}`` or ``None``.
     """
@@ -94,7 +96,19 @@ class LumaGenerateVideoOperator(BaseOperator):
     """
     Generate a video with Luma's Dream Machine and, by default, wait until it is completed.
 
-    The mode follows from ``keyframes``::
+    The model decides the endpoint: ``luma/ray-2``, ``luma/ray-flash-2``, ``luma/ray-3.2`` and
+    ``luma/ray-1-6`` (and any newer ``luma/...`` id, sent as is) use the service's universal endpoint;
+    ``ray-2``, ``ray-flash-2``, ``ray-1-6`` or no model use the ``luma-ai`` endpoints and their long
+    poll. Each model takes only its own parameters, checked when the DAG is parsed::
+
+        # Ray 3.2 on the universal endpoint: HDR (5 s at 720p/1080p), or edit another video
+        LumaGenerateVideoOperator(task_id="hdr", prompt="Neon rain", model="luma/ray-3.2", hdr=True, resolution="1080p")
+        LumaGenerateVideoOperator(
+            task_id="edit", prompt="Make it winter", model="luma/ray-3.2", edit_type="video_edit",
+            source_video_url=hdr.output,
+        )
+
+    With Ray 2 and the ``luma-ai`` models, the mode follows from ``keyframes``::
 
         # text-to-video
         LumaGenerateVideoOperator(task_id="t2v", prompt="A red fox in fresh snow", aspect_ratio="16:9")
@@ -134,14 +148,26 @@ class LumaGenerateVideoOperator(BaseOperator):
         For more information on how to use this operator, see the provider's README.
 
     :param prompt: What the video shows; at most 2048 characters. (templated)
-    :param aspect_ratio: ``1:1``, ``16:9``, ``9:16``, ``4:3``, ``3:4``, ``21:9`` or ``9:21``. (templated)
-    :param model: ``ray-1-6``, ``ray-2`` (the API's default) or ``ray-flash-2``. (templated)
-    :param resolution: ``540p``, ``720p``, ``1080p`` or ``4k``. (templated)
-    :param duration: ``5s`` or ``9s``. (templated)
+    :param model: ``luma/ray-2``, ``luma/ray-flash-2``, ``luma/ray-3.2``, ``luma/ray-1-6`` (universal
+        endpoint) or ``ray-2`` (the default), ``ray-flash-2``, ``ray-1-6`` (``luma-ai`` endpoints). (templated)
+    :param aspect_ratio: ``1:1``, ``16:9``, ``9:16``, ``4:3``, ``3:4``, ``21:9`` or ``9:21`` (Ray 3.2:
+        not ``9:21``). (templated)
+    :param resolution: ``540p``, ``720p``, ``1080p`` or ``4k``; Ray 3.2: ``360p`` to ``1080p``. (templated)
+    :param duration: Seconds: 5 or 9 (``"5s"``/``"9s"`` also accepted); Ray 3.2: 5 or 10. (templated)
     :param loop: Whether the video should loop seamlessly. (templated)
-    :param keyframes: ``{"frame0": ..., "frame1": ...}``, each ``{"type": "image", "url": ...}``,
-        ``{"type": "generation", "id": ...}`` or a completed generation dict. (templated)
-    :param callback_url: A URL the service POSTs the generation to on state changes. (templated)
+    :param keyframes: Ray 2 and ``luma-ai`` models: ``{"frame0": ..., "frame1": ...}``, each
+        ``{"type": "image", "url": ...}``, ``{"type": "generation", "id": ...}`` or a completed
+        generation dict. (templated)
+    :param callback_url: ``luma-ai`` models only: a URL the service POSTs the generation to on state
+        changes. (templated)
+    :param edit_type: Ray 3.2 only, sent as the API's ``type``: ``video`` (default), ``video_edit`` or
+        ``video_reframe``. (templated)
+    :param hdr: Ray 3.2 only: HDR video (5 s at 720p or 1080p). (templated)
+    :param exr_export: Ray 3.2 only: also export EXR frames (needs ``hdr``). (templated)
+    :param image_url: Ray 3.2 only: the first frame. (templated)
+    :param last_image_url: Ray 3.2 only: the last frame. (templated)
+    :param source_video_url: Ray 3.2 only, sent as the API's ``video_url``: the video to edit or
+        reframe (required by those types); a completed generation dict stands for its video. (templated)
     :param luma_conn_id: The Luma connection.
     :param wait_for_completion: Wait until the generation is completed (default); ``False`` returns
         right after submitting, with the generation still queued.
@@ -160,13 +186,19 @@ class LumaGenerateVideoOperator(BaseOperator):
         self,
         *,
         prompt: str,
-        aspect_ratio: str | None = None,
         model: str | None = None,
+        aspect_ratio: str | None = None,
         resolution: str | None = None,
-        duration: str | None = None,
+        duration: str | int | None = None,
         loop: bool | None = None,
         keyframes: Mapping[str, Any] | None = None,
         callback_url: str | None = None,
+        edit_type: str | None = None,
+        hdr: bool | None = None,
+        exr_export: bool | None = None,
+        image_url: str | None = None,
+        last_image_url: str | None = None,
+        source_video_url: Any = None,
         luma_conn_id: str = LumaHook.default_conn_name,
         wait_for_completion: bool = True,
         deferrable: bool = True,
@@ -182,40 +214,46 @@ class LumaGenerateVideoOperator(BaseOperator):
         self.loop = loop
         self.keyframes = keyframes
         self.callback_url = callback_url
+        self.edit_type = edit_type
+        self.hdr = hdr
+        self.exr_export = exr_export
+        self.image_url = image_url
+        self.last_image_url = last_image_url
+        self.source_video_url = source_video_url
         self.luma_conn_id = luma_conn_id
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
         self.wait_timeout = _as_timedelta(wait_timeout)
         # Check what is known now, at DAG parse time; templates and XComArgs are checked when rendered.
-        self._request_body(literal_only=True)
+        self._create_request(literal_only=True)
 
     @cached_property
     def hook(self) -> LumaHook:
         """The Luma hook."""
         return LumaHook(luma_conn_id=self.luma_conn_id)
 
-    def _request_body(self, *, literal_only: bool = False) -> dict[str, Any]:
+    def _create_request(self, *, literal_only: bool = False) -> CreateRequest:
         values = {name: getattr(self, name) for name in _CREATE_FIELDS}
         if literal_only:
             # A placeholder prompt and None for the rest let each literal value be checked on its own.
             values = {name: value if is_literal(value) else None for name, value in values.items()}
             # Only a template or XComArg prompt is unknown yet; a literal None is an error now.
             values["prompt"] = "placeholder" if not is_literal(self.prompt) else self.prompt
-        if isinstance(values["loop"], str) and values["loop"].strip().lower() in ("true", "false"):
-            values["loop"] = values["loop"].strip().lower() == "true"  # a rendered template is a string
+            if not is_literal(self.model):
+                return CreateRequest(ApiFamily.LUMA_AI)  # which parameters are allowed is only known once rendered
         values["keyframes"] = normalize_keyframes(values["keyframes"])
         return build_create_request(**values)
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Submit the generation (or reuse an earlier try's), then, unless told not to, wait for it."""
-        body = self._request_body()
+        body = self._create_request()
         generation = self._reusable_generation(context, body) or self._submit(context, body)
         if not self.wait_for_completion:
             _forget_generation(context)
             return generation.to_dict()
         return self._wait(context, generation)
 
-    def _reusable_generation(self, context: Context, body: Mapping[str, Any]) -> Generation | None:
+    def _reusable_generation(self, context: Context, body: CreateRequest) -> Generation | None:
         """The generation an earlier try of this task instance submitted, if it is still usable."""
         store = context.get("task_state_store")
         ti = context["ti"]
@@ -236,7 +274,7 @@ class LumaGenerateVideoOperator(BaseOperator):
             )
             return None
         try:
-            generation = self.hook.get_generation(previous_id)
+            generation = self.hook.get_generation({"id": previous_id, "api": record.get("api")})
         except LumaNotFoundError:
             self.log.info("Previous generation %s no longer exists: submitting a new one.", previous_id)
             return None
@@ -247,7 +285,7 @@ class LumaGenerateVideoOperator(BaseOperator):
         self._push_generation(context, generation)
         return generation
 
-    def _submit(self, context: Context, body: Mapping[str, Any]) -> Generation:
+    def _submit(self, context: Context, body: CreateRequest) -> Generation:
         """Submit a new (paid) generation; record and push its id before anything else can fail."""
         try:
             generation = self.hook.submit_generation(body)
@@ -266,6 +304,7 @@ class LumaGenerateVideoOperator(BaseOperator):
                 REUSE_STATE_KEY,
                 {
                     "id": generation.id,
+                    "api": generation.api.value if generation.api else None,
                     "fingerprint": request_fingerprint(self.luma_conn_id, body),
                     "try_number": context["ti"].try_number,
                 },
@@ -285,9 +324,9 @@ class LumaGenerateVideoOperator(BaseOperator):
         """Wait for ``generation`` to complete: deferred to the triggerer, or here in the worker."""
         timeout = self.wait_timeout.total_seconds()
         if not self.deferrable:
-            return self._finish(context, self.hook.wait_for_generation(generation.id, timeout=timeout))
+            return self._finish(context, self.hook.wait_for_generation(generation, timeout=timeout))
         deadline = time.time() + timeout
-        wait = self.hook.new_wait([generation.id], GenerationState.COMPLETED.value, deadline=deadline)
+        wait = self.hook.new_wait([generation], GenerationState.COMPLETED.value, deadline=deadline)
         finished = wait.observe([generation])
         if finished is not None:
             return self._finish_event(context, finished.to_event())
@@ -298,6 +337,7 @@ class LumaGenerateVideoOperator(BaseOperator):
                 target_state=GenerationState.COMPLETED.value,
                 luma_conn_id=self.luma_conn_id,
                 deadline=deadline,
+                apis={generation.id: (generation.api or self.hook.settings.api).value},
             ),
             method_name="execute_complete",
             timeout=self.wait_timeout + DEFERRAL_TIMEOUT_MARGIN,
@@ -422,9 +462,10 @@ class LumaDownloadVideoOperator(BaseOperator):
         return paths if several else paths[0]
 
 
-def request_fingerprint(luma_conn_id: str, body: Mapping[str, Any]) -> str:
-    """A digest of everything that makes a generation request: the connection and the rendered body."""
-    canonical = json.dumps({"conn": luma_conn_id, "body": body}, sort_keys=True, separators=(",", ":"))
+def request_fingerprint(luma_conn_id: str, request: CreateRequest | Mapping[str, Any]) -> str:
+    """A digest of everything that makes a generation request: the connection, the endpoint and the body."""
+    described = request.to_dict() if isinstance(request, CreateRequest) else {"body": dict(request)}
+    canonical = json.dumps({"conn": luma_conn_id, **described}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

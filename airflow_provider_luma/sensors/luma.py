@@ -20,9 +20,14 @@ from airflow.providers.common.compat.sdk import (
 
 from airflow_provider_luma.errors import LumaError, LumaInputError
 from airflow_provider_luma.hooks.luma import LumaHook
-from airflow_provider_luma.models import Generation, GenerationState, normalize_generation_ids
+from airflow_provider_luma.models import (
+    ApiFamily,
+    Generation,
+    GenerationRef,
+    GenerationState,
+    normalize_generation_refs,
+)
 from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
-from airflow_provider_luma.waiting import Finished, Poll, WaitLoop
 
 #: How much later than the trigger's own deadline Airflow's deferral time-out fires: a backstop only.
 DEFERRAL_TIMEOUT_MARGIN = timedelta(minutes=2)
@@ -44,7 +49,9 @@ class LumaGenerationSensor(BaseSensorOperator):
     Wait until one or several Luma generations reach ``target_state``; fail the task if one fails.
 
     Deferrable by default, whatever ``[operators] default_deferrable`` says: the wait runs in the
-    triggerer as long polls and no worker slot is held. It checks once before deferring. Returns
+    triggerer and no worker slot is held: long polls for ``luma-ai`` generations, a poll every
+    ``poll_interval`` seconds (the connection's extra, or this sensor's ``poke_interval`` when given)
+    for universal ones. It checks once before deferring. Returns
     (as XCom) the generation as a dict (``generation_id``) or a list of them (``generation_ids``),
     each with its ``video_url``.
 
@@ -58,8 +65,11 @@ class LumaGenerationSensor(BaseSensorOperator):
     :param target_state: ``queued``, ``dreaming`` or ``completed`` (default). A later non-failed
         state counts as reached; ``failed`` cannot be waited for.
     :param luma_conn_id: The Luma connection.
+    :param api: The endpoint family of bare ids: ``luma-ai`` or ``video`` (the universal endpoint).
+        Generation dicts and ids of the form ``<uuid>:luma/<model>`` say their own; default: the
+        connection's ``api`` extra.
     :param deferrable: Wait in the triggerer (default). ``False`` pokes from the worker in ``poke``
-        or ``reschedule`` mode, each poke one long poll.
+        or ``reschedule`` mode, each poke one long poll (or one plain poll on the universal endpoint).
     :param soft_fail: Skip instead of failing when a generation fails, the wait times out or the API
         reports a permanent error.
     """
@@ -74,9 +84,12 @@ class LumaGenerationSensor(BaseSensorOperator):
         generation_ids: Any = None,
         target_state: str = GenerationState.COMPLETED.value,
         luma_conn_id: str = LumaHook.default_conn_name,
+        api: str | None = None,
         deferrable: bool = True,
         **kwargs: Any,
     ) -> None:
+        # Only a poke_interval the user gave paces universal polls; Airflow's default (60 s) would not.
+        self._given_poke_interval = "poke_interval" in kwargs
         super().__init__(**kwargs)
         if (generation_id is None) == (generation_ids is None):
             raise LumaInputError(
@@ -86,6 +99,7 @@ class LumaGenerationSensor(BaseSensorOperator):
         self.generation_ids = generation_ids
         self.target_state = GenerationState.waitable(target_state).value
         self.luma_conn_id = luma_conn_id
+        self.api = ApiFamily.parse(api).value if api is not None else None
         self.deferrable = deferrable
         # Check literal ids now, at DAG parse time; templates and XComArgs are checked when rendered.
         if is_literal(self._given_ids):
@@ -95,12 +109,12 @@ class LumaGenerationSensor(BaseSensorOperator):
     def _given_ids(self) -> Any:
         return self.generation_id if self.generation_ids is None else self.generation_ids
 
-    def _resolve_ids(self) -> list[str]:
+    def _resolve_ids(self) -> list[GenerationRef]:
         parameter = "generation_id" if self.generation_ids is None else "generation_ids"
-        ids = normalize_generation_ids(self._given_ids, parameter=parameter)
-        if self.generation_ids is None and len(ids) != 1:
-            raise LumaInputError(f"generation_id must be one id, got {len(ids)}: use generation_ids for several.")
-        return ids
+        refs = normalize_generation_refs(self._given_ids, parameter=parameter, api=self.api)
+        if self.generation_ids is None and len(refs) != 1:
+            raise LumaInputError(f"generation_id must be one id, got {len(refs)}: use generation_ids for several.")
+        return refs
 
     @cached_property
     def hook(self) -> LumaHook:
@@ -109,18 +123,26 @@ class LumaGenerationSensor(BaseSensorOperator):
 
     def execute(self, context: Context) -> Any:
         """Check once; if not there yet, defer to :class:`LumaGenerationTrigger` (or poke when not deferrable)."""
-        ids = self._resolve_ids()
+        refs = self._resolve_ids()
         if not self.deferrable:
             return super().execute(context)
         deadline = time.time() + self.timeout
-        wait = self.hook.new_wait(ids, self.target_state, deadline=deadline)
+        settings = self.hook.settings
+        wait = self.hook.new_wait(refs, self.target_state, deadline=deadline)
         # A transient error here is no news: defer all the same, the trigger keeps asking.
-        finished = self._poll_once(wait, Poll(ids, wait.target, deadline, hold=False))
+        finished = self.hook.check_once(wait, hold=False)
         if finished is not None:
             return self._finish(finished.to_event())
+        resolved = [ref.resolved(settings.api) for ref in refs]
+        tuning = {"poll_interval": float(self.poke_interval)} if self._given_poke_interval else {}
         self.defer(
             trigger=LumaGenerationTrigger(
-                generation_ids=ids, target_state=self.target_state, luma_conn_id=self.luma_conn_id, deadline=deadline
+                generation_ids=[ref.id for ref in resolved],
+                target_state=self.target_state,
+                luma_conn_id=self.luma_conn_id,
+                deadline=deadline,
+                apis={ref.id: str(ref.api) for ref in resolved},
+                **tuning,
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout) + DEFERRAL_TIMEOUT_MARGIN,
@@ -132,23 +154,12 @@ class LumaGenerationSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> PokeReturnValue:
         """One long poll, held by the server at most the connection's time-out."""
-        ids = self._resolve_ids()
-        wait = self.hook.new_wait(ids, self.target_state)  # no deadline: Airflow enforces the sensor's timeout
+        wait = self.hook.new_wait(self._resolve_ids(), self.target_state)  # Airflow enforces the sensor's timeout
         deadline = time.time() + min(self.hook.settings.timeout, float(self.timeout))
-        finished = self._poll_once(wait, Poll(ids, wait.target, deadline))
+        finished = self.hook.check_once(wait, hold=True, deadline=deadline)
         if finished is None:
             return PokeReturnValue(is_done=False)
         return PokeReturnValue(is_done=True, xcom_value=self._finish(finished.to_event()))
-
-    def _poll_once(self, wait: WaitLoop, poll: Poll) -> Finished | None:
-        """One call, judged by the wait's own rules: how the wait ended, or ``None`` while it goes on."""
-        started = time.monotonic()
-        try:
-            answer: list[Generation] | LumaError = self.hook.poll(poll)
-        except LumaError as error:
-            answer = error
-        step = wait.after_poll(answer, time.monotonic() - started)
-        return step if isinstance(step, Finished) else None
 
     def _finish(self, event: Mapping[str, Any] | None) -> Any:
         if not event or "status" not in event:

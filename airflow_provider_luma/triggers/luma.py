@@ -10,16 +10,17 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_luma.errors import LumaError, LumaInputError
 from airflow_provider_luma.hooks.luma import LumaHook
-from airflow_provider_luma.models import GenerationState, normalize_generation_ids
+from airflow_provider_luma.models import ApiFamily, GenerationRef, GenerationState, normalize_generation_refs
 from airflow_provider_luma.waiting import Finished
 
 #: Pacing settings a trigger may carry; unset ones come from the connection.
-TUNING_KEYS = ("min_poll_interval", "initial_backoff", "max_backoff")
+TUNING_KEYS = ("min_poll_interval", "poll_interval", "initial_backoff", "max_backoff")
 
 
 class LumaGenerationTrigger(BaseTrigger):
     """
-    Long-poll the Luma API until every generation reaches ``target_state`` (or a later non-failed state).
+    Wait until every generation reaches ``target_state`` (or a later non-failed state): long polls on
+    the ``luma-ai`` endpoints, polls every ``poll_interval`` seconds on the universal endpoint.
 
     Yields exactly one event, ``{"status", "message", "generations"}``, where status is ``success``,
     ``failed`` (a generation failed), ``timeout`` (``deadline`` passed) or ``error`` (a permanent API
@@ -27,27 +28,33 @@ class LumaGenerationTrigger(BaseTrigger):
     deadline. Everything it needs is in its kwargs (ids, state, connection id, absolute deadline), so
     a trigger rebuilt after a triggerer restart resumes the same wait.
 
-    :param generation_ids: The generations to wait for.
+    :param generation_ids: The generations to wait for: ids, or generation dicts (which say their family).
     :param target_state: ``queued``, ``dreaming`` or ``completed`` (default).
     :param luma_conn_id: The Luma connection.
     :param deadline: UNIX time after which the wait ends with ``timeout``; ``None``: no limit.
-    :param tuning: Optional pacing overrides: ``min_poll_interval``, ``initial_backoff``, ``max_backoff``
-        (seconds).
+    :param apis: The endpoint family of each id (``{"<id>": "video"}``); ids left out use what the id's
+        form says, else the connection's ``api`` extra.
+    :param tuning: Optional pacing overrides: ``min_poll_interval``, ``poll_interval``,
+        ``initial_backoff``, ``max_backoff`` (seconds).
     """
 
     def __init__(
         self,
-        generation_ids: list[str],
+        generation_ids: list[Any],
         target_state: str = GenerationState.COMPLETED.value,
         luma_conn_id: str = LumaHook.default_conn_name,
         deadline: float | None = None,
+        apis: dict[str, str] | None = None,
         **tuning: float,
     ) -> None:
         super().__init__()
         unknown = set(tuning) - set(TUNING_KEYS)
         if unknown:
             raise LumaInputError(f"Unknown trigger settings {sorted(unknown)}: use {', '.join(TUNING_KEYS)}.")
-        self.generation_ids = normalize_generation_ids(generation_ids)
+        refs = normalize_generation_refs(generation_ids)
+        given = {key: ApiFamily.parse(value, parameter=f"apis[{key!r}]") for key, value in (apis or {}).items()}
+        self.refs = [GenerationRef(ref.id, given.get(ref.id, ref.api)) for ref in refs]
+        self.generation_ids = [ref.id for ref in self.refs]
         self.target_state = GenerationState.waitable(target_state).value
         self.luma_conn_id = luma_conn_id
         self.deadline = None if deadline is None else float(deadline)
@@ -62,6 +69,7 @@ class LumaGenerationTrigger(BaseTrigger):
                 "target_state": self.target_state,
                 "luma_conn_id": self.luma_conn_id,
                 "deadline": self.deadline,
+                "apis": {ref.id: ref.api.value for ref in self.refs if ref.api is not None},
                 **self.tuning,
             },
         )
@@ -74,7 +82,7 @@ class LumaGenerationTrigger(BaseTrigger):
                 settings = await hook.asettings()
                 pacing = replace(settings.pacing, **self.tuning)
                 wait = hook.new_wait(
-                    self.generation_ids,
+                    self.refs,
                     self.target_state,
                     deadline=self.deadline,
                     settings=settings,

@@ -12,7 +12,8 @@ import pytest
 
 from airflow_provider_luma.errors import LumaConfigurationError, LumaInputError
 from airflow_provider_luma.hooks.luma import LumaHook
-from airflow_provider_luma.models import GenerationState, build_create_request
+from airflow_provider_luma.create_requests import build_create_request
+from airflow_provider_luma.models import GenerationState
 from airflow_provider_luma.operators.luma import LumaDownloadVideoOperator, LumaGenerateVideoOperator
 from airflow_provider_luma.sensors.luma import LumaGenerationSensor
 from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
@@ -109,7 +110,7 @@ BAD_CREATE = [
     ({"model": "ray-3"}, "model='ray-3' is not supported: use one of ray-1-6, ray-2, ray-flash-2"),
     ({"resolution": "8k"}, "resolution='8k' is not supported: use one of 540p, 720p, 1080p, 4k"),
     ({"duration": "10s"}, "duration='10s' is not supported: use one of 5s, 9s"),
-    ({"duration": 5}, "duration=5 is not supported"),
+    ({"duration": 7}, "duration=7 is not supported: use one of 5s, 9s"),
     ({"loop": "yes"}, "loop must be True or False, not 'yes'"),
     ({"loop": 1}, "loop must be True or False, not 1"),
     ({"keyframes": "frame0"}, "keyframes must be a dict with 'frame0' and/or 'frame1'"),

@@ -1,0 +1,267 @@
+"""
+The service's two endpoint families: paths, query spellings and answers, as plans of calls.
+
+``luma-ai`` (the seed's, with the 30 s long poll) and ``video`` (the universal endpoint, no hold).
+Two things are learned once per process and base URL, because the service's documents disagree
+with themselves or the service has moved on:
+
+* which query name makes each ``luma-ai`` fetch hold (``state`` or ``status``): :class:`HoldParameter`;
+* whether the ``luma-ai`` routes exist at all: when they answer the framework's generic 404, a
+  create falls back to the universal endpoint (a route 404 created nothing, so it cannot pay twice).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from airflow_provider_luma.create_requests import CreateRequest, to_universal
+from airflow_provider_luma.errors import LumaResponseError, LumaRouteNotFoundError, LumaValidationError
+from airflow_provider_luma.hooks.settings import LumaSettings
+from airflow_provider_luma.hooks.transport import Answer, Call, Plan
+from airflow_provider_luma.models import ApiFamily, Generation, GenerationState, parse_generation_list
+
+log = logging.getLogger(__name__)
+
+LUMA_AI_GENERATION_PATH = "/v2/generate/video/luma-ai/generation"
+LUMA_AI_GENERATIONS_PATH = "/v2/generate/video/luma-ai/generations"
+VIDEO_GENERATIONS_PATH = "/v2/video/generations"
+#: A well-formed id no generation can have: fetching it costs nothing and tells whether the key works.
+PROBE_GENERATION_ID = "00000000-0000-4000-8000-000000000000"
+#: An answer sooner than this share of the server's hold, with nothing at the target, was not held.
+EARLY_ANSWER_SHARE = 0.5
+#: The long-poll parameter the service's OpenAPI schema names for each fetch (the seed says ``state`` for both).
+SCHEMA_HOLD_NAMES = {"single": "state", "multi": "status"}
+
+
+class HoldParameter:
+    """
+    Which query name makes one kind of ``luma-ai`` fetch ("single" or "multi") of one server hold.
+
+    Starts with the name the schema gives; moves to the other when the server rejects the name
+    (a 400 naming it: strict validation) or answers far sooner than its hold with nothing at the
+    target (lenient: it ignored the name). Once a poll is seen held, the name is settled. When
+    neither name holds, it sends none, and waits poll at ``min_poll_interval``.
+    """
+
+    def __init__(self, base_url: str, kind: str) -> None:
+        self.base_url = base_url
+        self.kind = kind
+        first = SCHEMA_HOLD_NAMES[kind]
+        self.candidates = [first, "status" if first == "state" else "state"]
+        self.index = 0
+        self.settled = False
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str | None:
+        """The name to send now; ``None`` once neither works."""
+        return self.candidates[self.index] if self.index < len(self.candidates) else None
+
+    def rejected(self, name: str) -> bool:
+        """The server refused ``name`` (400): move on; whether the poll should be asked again (without it)."""
+        self._move_past(name, "rejected it")
+        return self.name != name
+
+    def observed(self, name: str, seconds: float, reached: bool, hold: float) -> None:
+        """A poll sent with ``name`` answered after ``seconds``; ``reached``: something was at the target."""
+        if self.settled or name != self.name:
+            return
+        if seconds >= hold * EARLY_ANSWER_SHARE:
+            self.settled = True
+            log.info("The Luma API at %s holds the %s fetch on %r.", self.base_url, self.kind, name)
+        elif not reached:
+            self._move_past(name, f"answered after {seconds:.1f} s of a {hold:.0f} s hold")
+
+    def _move_past(self, name: str, why: str) -> None:
+        with self._lock:
+            if self.settled or name != self.name:
+                return
+            self.index += 1
+            following = self.name
+        if following is not None:
+            log.info(
+                "The Luma API at %s ignores %r on the %s fetch (%s): asking with %r.",
+                self.base_url,
+                name,
+                self.kind,
+                why,
+                following,
+            )
+        else:
+            log.warning(
+                "The Luma API at %s holds the %s fetch on neither 'state' nor 'status' (%s): polling every "
+                "min_poll_interval seconds instead of long-polling.",
+                self.base_url,
+                self.kind,
+                why,
+            )
+
+
+class _Pinned(HoldParameter):
+    """A name the connection pins: never changed (``none``: no hold parameter at all)."""
+
+    def __init__(self, base_url: str, kind: str, name: str) -> None:
+        super().__init__(base_url, kind)
+        self.candidates = [] if name == "none" else [name]
+        self.settled = True
+
+    def rejected(self, name: str) -> bool:
+        return False
+
+
+_HOLD_PARAMETERS: dict[tuple[str, str], HoldParameter] = {}
+_GONE_LUMA_AI: set[str] = set()
+_REGISTRY_LOCK = threading.Lock()
+
+
+def hold_parameter(settings: LumaSettings, kind: str) -> HoldParameter:
+    """What this process knows of the hold parameter of ``kind`` ("single"/"multi") at the connection's server."""
+    pinned = settings.single_hold_param if kind == "single" else settings.multi_hold_param
+    if pinned is not None:
+        return _Pinned(settings.base_url, kind, pinned)
+    with _REGISTRY_LOCK:
+        key = (settings.base_url, kind)
+        if key not in _HOLD_PARAMETERS:
+            _HOLD_PARAMETERS[key] = HoldParameter(settings.base_url, kind)
+        return _HOLD_PARAMETERS[key]
+
+
+def luma_ai_gone(settings: LumaSettings) -> bool:
+    """Whether this process has seen the server answer that it has no ``luma-ai`` routes."""
+    return settings.base_url in _GONE_LUMA_AI
+
+
+def _mark_luma_ai_gone(settings: LumaSettings) -> None:
+    if settings.base_url not in _GONE_LUMA_AI:
+        _GONE_LUMA_AI.add(settings.base_url)
+        log.warning(
+            "The Luma API at %s no longer serves the luma-ai endpoints: new generations go to the universal "
+            "endpoint (/v2/video/generations) with the equivalent model.",
+            settings.base_url,
+        )
+
+
+def forget_learned_behaviour() -> None:
+    """Forget hold names and gone routes learned so far (for tests, and after a server change)."""
+    with _REGISTRY_LOCK:
+        _HOLD_PARAMETERS.clear()
+        _GONE_LUMA_AI.clear()
+
+
+# -- create ------------------------------------------------------------------------------------
+
+
+def create_plan(settings: LumaSettings, request: CreateRequest) -> Plan[Generation]:
+    """Create a generation in the request's family; falls back to the universal endpoint if ``luma-ai`` is gone."""
+    if request.api is ApiFamily.LUMA_AI and not luma_ai_gone(settings):
+        try:
+            answer = yield Call("POST", LUMA_AI_GENERATION_PATH, "creating a generation", body=request.body)
+            return _created(answer.payload, ApiFamily.LUMA_AI)
+        except LumaRouteNotFoundError:
+            _mark_luma_ai_gone(settings)
+    if request.api is ApiFamily.LUMA_AI:
+        request = to_universal(request)
+    answer = yield Call("POST", VIDEO_GENERATIONS_PATH, "creating a generation", body=request.body)
+    return _created(answer.payload, ApiFamily.VIDEO)
+
+
+def _created(payload: Any, api: ApiFamily) -> Generation:
+    try:
+        return Generation.from_api(payload, api=api)
+    except LumaResponseError as error:
+        # The API answered 2xx: the generation exists and is paid for, we just cannot tell its id.
+        error.message += " The generation was created anyway: check your account before submitting again."
+        error.args = (error.message,)
+        error.maybe_created = True
+        raise
+
+
+# -- fetch -------------------------------------------------------------------------------------
+
+
+def fetch_plan(
+    settings: LumaSettings,
+    generation_id: str,
+    api: ApiFamily,
+    target: GenerationState | None = None,
+    deadline: float | None = None,
+) -> Plan[Generation]:
+    """Fetch one generation; a ``luma-ai`` one with ``target`` is a long poll, a universal one answers at once."""
+    what = f"fetching generation {generation_id}"
+    if api is ApiFamily.VIDEO:
+        answer = yield Call("GET", VIDEO_GENERATIONS_PATH, what, params={"generation_id": generation_id})
+        return Generation.from_api(answer.payload, api=api)
+    (generation,) = yield from _luma_ai_fetch(
+        settings, "single", [generation_id], target, deadline, params=[("generation_id", generation_id)]
+    )
+    return generation
+
+
+def fetch_many_plan(
+    settings: LumaSettings,
+    generation_ids: Sequence[str],
+    target: GenerationState | None = None,
+    deadline: float | None = None,
+) -> Plan[list[Generation]]:
+    """Fetch up to ``ids_per_request`` ``luma-ai`` generations in one multi-fetch call (a long poll with ``target``)."""
+    ids = list(generation_ids)
+    params = (
+        [("generation_ids", ",".join(ids))]
+        if settings.comma_separated_ids
+        else [("generation_ids[]", generation_id) for generation_id in ids]
+    )
+    return (yield from _luma_ai_fetch(settings, "multi", ids, target, deadline, params=params))
+
+
+def _luma_ai_fetch(
+    settings: LumaSettings,
+    kind: str,
+    ids: list[str],
+    target: GenerationState | None,
+    deadline: float | None,
+    *,
+    params: list[tuple[str, str]],
+) -> Plan[list[Generation]]:
+    path = LUMA_AI_GENERATION_PATH if kind == "single" else LUMA_AI_GENERATIONS_PATH
+    what = f"fetching generation{'s' if len(ids) > 1 else ''} {', '.join(ids)}"
+    hold = hold_parameter(settings, kind) if target is not None else None
+    while True:
+        name = hold.name if hold is not None else None
+        query = params + ([(name, target.value)] if name is not None and target is not None else [])
+        try:
+            answer: Answer = yield Call("GET", path, what, params=query, deadline=deadline)
+        except LumaValidationError as error:
+            if hold is None or name is None or not _names(error, name) or not hold.rejected(name):
+                raise
+            continue  # a strict server refused the name: the same poll with the next one (or none)
+        except LumaRouteNotFoundError as error:
+            _mark_luma_ai_gone(settings)
+            raise LumaRouteNotFoundError(
+                f"The Luma API at {settings.base_url} no longer serves the luma-ai endpoints ({error.message}): "
+                f"generation(s) {', '.join(ids)} were created there and can no longer be fetched.",
+                http_status=error.http_status,
+            ) from None
+        break
+    generations = (
+        [Generation.from_api(answer.payload, api=ApiFamily.LUMA_AI)]
+        if kind == "single"
+        else parse_generation_list(answer.payload, api=ApiFamily.LUMA_AI)
+    )
+    if hold is not None and name is not None and target is not None:
+        reached = any(g.has_reached(target) or g.is_failed for g in generations)
+        hold.observed(name, answer.seconds, reached, settings.long_poll_hold)
+    return generations
+
+
+def _names(error: LumaValidationError, name: str) -> bool:
+    return bool(error.server_message and re.search(rf"\b{re.escape(name)}\b", error.server_message))
+
+
+def chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
+    """``items`` in lists of at most ``size``."""
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])

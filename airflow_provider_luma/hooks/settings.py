@@ -1,0 +1,209 @@
+"""The Luma connection, read and checked once: host, key, and the extras that tune calls and waits."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from airflow_provider_luma.errors import LumaConfigurationError
+from airflow_provider_luma.models import ApiFamily
+from airflow_provider_luma.version import __version__
+from airflow_provider_luma.waiting import WaitPacing
+
+if TYPE_CHECKING:
+    from airflow.models import Connection
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "https://api.aimlapi.com"
+#: How long the API holds a long poll at most; a read time-out must exceed it.
+API_HOLD_SECONDS = 30.0
+#: The names the service's documents give the long-poll parameter; ``none`` pins "no hold".
+HOLD_PARAMETER_NAMES = ("state", "status", "none")
+_LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
+
+
+@dataclass(frozen=True)
+class LumaSettings:
+    """
+    Everything a call needs from the Luma connection, read once per hook.
+
+    :param conn_id: The connection id (for messages).
+    :param base_url: Scheme, host and optional port/path prefix of the API.
+    :param api_key: The API key (the connection's password).
+    :param timeout: Read time-out of one call in seconds; above the server's 30 s hold.
+    :param connect_timeout: Seconds to establish a connection.
+    :param max_retries: Retries of one call after transient errors (429, 5xx, dropped connections).
+    :param ids_per_request: Most ids sent in one multi-fetch call.
+    :param min_poll_interval: Least seconds between two long polls of a wait (see :class:`WaitPacing`).
+    :param poll_interval: Seconds between two polls of the universal endpoint, which holds no request.
+    :param max_backoff: Cap in seconds of a wait's back-off after failed polls.
+    :param comma_separated_ids: Send multi-fetch ids as ``generation_ids=A,B`` instead of the
+        default ``generation_ids[]=A&generation_ids[]=B`` (both documented; for proxies that mangle ``[]``).
+    :param api: The endpoint family of ids that do not say theirs (a bare UUID).
+    :param long_poll_hold: How long the server holds a long poll at most (the service: 30 s); an answer
+        much sooner, with nothing at the target, means the server did not read the hold parameter.
+    :param single_hold_param: Pin the single fetch's long-poll parameter (``state``, ``status`` or
+        ``none``); unset: found out by the hook.
+    :param multi_hold_param: The same for the multi fetch.
+    """
+
+    conn_id: str
+    base_url: str
+    api_key: str
+    timeout: float = 60.0
+    connect_timeout: float = 10.0
+    max_retries: int = 5
+    ids_per_request: int = 6
+    min_poll_interval: float = 5.0
+    poll_interval: float = 10.0
+    max_backoff: float = 60.0
+    comma_separated_ids: bool = False
+    api: ApiFamily = ApiFamily.LUMA_AI
+    long_poll_hold: float = API_HOLD_SECONDS
+    single_hold_param: str | None = None
+    multi_hold_param: str | None = None
+
+    def __repr__(self) -> str:  # never show the key, even in a debugger or a traceback
+        return f"LumaSettings(conn_id={self.conn_id!r}, base_url={self.base_url!r}, api_key='***')"
+
+    @classmethod
+    def from_connection(cls, conn: Connection, extras: Mapping[str, Any]) -> LumaSettings:
+        """Read and check the connection; raise :class:`LumaConfigurationError` saying what to fix."""
+        conn_id = conn.conn_id or "luma"
+        api_key = (conn.password or "").strip()
+        if not api_key:
+            raise LumaConfigurationError(
+                f"Connection {conn_id!r} has no API key: put your AI/ML API key in its password field."
+            )
+        base_url = _base_url(conn)
+        allow_http = _extra(extras, conn_id, "allow_insecure_http", bool, False)
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise LumaConfigurationError(f"Connection {conn_id!r} has an invalid host {base_url!r}.")
+        if parts.scheme == "http" and not allow_http and not is_loopback(parts.hostname):
+            raise LumaConfigurationError(
+                f"Connection {conn_id!r} points at {base_url!r} over plain http, which would send the API key "
+                "in clear text: use https, or set the extra allow_insecure_http to true if you really mean it."
+            )
+        api = extras.get("api") or ApiFamily.LUMA_AI.value
+        try:
+            family = ApiFamily(str(api).strip().lower())
+        except ValueError:
+            raise LumaConfigurationError(
+                f"Extra 'api' of connection {conn_id!r} is {api!r}: use 'luma-ai' or 'video'."
+            ) from None
+        settings = cls(
+            conn_id=conn_id,
+            base_url=base_url,
+            api_key=api_key,
+            timeout=_extra(extras, conn_id, "timeout", float, cls.timeout, minimum=1.0),
+            connect_timeout=_extra(extras, conn_id, "connect_timeout", float, cls.connect_timeout, minimum=0.1),
+            max_retries=_extra(extras, conn_id, "max_retries", int, cls.max_retries, minimum=0),
+            ids_per_request=_extra(extras, conn_id, "ids_per_request", int, cls.ids_per_request, minimum=1),
+            min_poll_interval=_extra(extras, conn_id, "min_poll_interval", float, cls.min_poll_interval, minimum=0.0),
+            poll_interval=_extra(extras, conn_id, "poll_interval", float, cls.poll_interval, minimum=2.0),
+            max_backoff=_extra(extras, conn_id, "max_backoff", float, cls.max_backoff, minimum=0.0),
+            comma_separated_ids=_extra(extras, conn_id, "comma_separated_ids", bool, False),
+            api=family,
+            long_poll_hold=_extra(extras, conn_id, "long_poll_hold", float, cls.long_poll_hold, minimum=0.1),
+            single_hold_param=_hold_name(extras, conn_id, "single_hold_param"),
+            multi_hold_param=_hold_name(extras, conn_id, "multi_hold_param"),
+        )
+        if settings.timeout <= settings.long_poll_hold and not is_loopback(parts.hostname):
+            log.warning(
+                "Extra 'timeout' of connection %r is %s s, not above the API's %s s hold: long polls will time out "
+                "and be retried. Use about 60.",
+                conn_id,
+                settings.timeout,
+                settings.long_poll_hold,
+            )
+        return settings
+
+    @property
+    def pacing(self) -> WaitPacing:
+        """How this connection's waits space their calls."""
+        return WaitPacing(
+            min_poll_interval=self.min_poll_interval, poll_interval=self.poll_interval, max_backoff=self.max_backoff
+        )
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The headers of every API call (the only place the key is used)."""
+        return {
+            "Authorization": f"Bearer {self.api_key}",
+            "Accept": "application/json",
+            "User-Agent": f"airflow-provider-luma/{__version__}",
+        }
+
+    def read_timeout(self, deadline: float | None) -> float:
+        """The read time-out of one call: the configured one, cut short by the wait's deadline."""
+        if deadline is None:
+            return self.timeout
+        return max(0.5, min(self.timeout, deadline - time.time()))
+
+
+def _base_url(conn: Connection) -> str:
+    host = (conn.host or "").strip().rstrip("/") or DEFAULT_HOST
+    if "://" not in host:
+        if host.count(":") > 1 and not host.startswith("["):
+            host = f"[{host}]"  # a bare IPv6 address
+        scheme = (conn.schema or "").strip().lower()
+        host = f"{scheme if scheme in ('http', 'https') else 'https'}://{host}"
+    parts = urlsplit(host)
+    try:
+        has_port = parts.port is not None
+    except ValueError:
+        raise LumaConfigurationError(f"Connection {conn.conn_id!r} has an invalid host {host!r}.") from None
+    if conn.port and not has_port and parts.hostname:
+        hostname = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        host = f"{parts.scheme}://{hostname}:{conn.port}{parts.path}"
+    return host
+
+
+def is_loopback(hostname: str) -> bool:
+    """Whether ``hostname`` names this machine (``localhost`` or a loopback address)."""
+    if hostname.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
+
+
+def _hold_name(extras: Mapping[str, Any], conn_id: str, name: str) -> str | None:
+    value = extras.get(name)
+    if value is None or value == "":
+        return None
+    text = str(value).strip().lower()
+    if text not in HOLD_PARAMETER_NAMES:
+        raise LumaConfigurationError(
+            f"Extra {name!r} of connection {conn_id!r} is {value!r}: use one of {', '.join(HOLD_PARAMETER_NAMES)}."
+        )
+    return text
+
+
+def _extra(extras: Mapping[str, Any], conn_id: str, name: str, kind: type, default: Any, minimum: float | None = None):
+    value = extras.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        if kind is bool:
+            if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
+                return value.strip().lower() in ("true", "1", "yes")
+            if isinstance(value, bool):
+                return value
+            raise ValueError
+        converted = kind(value)
+    except (TypeError, ValueError):
+        raise LumaConfigurationError(
+            f"Extra {name!r} of connection {conn_id!r} is {value!r}: expected {kind.__name__}."
+        ) from None
+    if minimum is not None and converted < minimum:
+        raise LumaConfigurationError(f"Extra {name!r} of connection {conn_id!r} must be at least {minimum}.")
+    return converted

@@ -1,0 +1,414 @@
+"""
+HTTP calls to the API, sync (requests) and async (aiohttp): retries, error mapping, sessions.
+
+The one place that puts the API key on the wire. What to call is decided elsewhere, as *plans*:
+generators that yield a :class:`Call`, are sent back its :class:`Answer` (or have the call's
+:class:`LumaError` thrown in), and return their result. :func:`run_plan` and :func:`arun_plan`
+drive the same plan over either transport, so every decision is written once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+import weakref
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import aiohttp
+import requests
+import urllib3
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
+
+from airflow_provider_luma.errors import (
+    LumaAuthenticationError,
+    LumaConnectionError,
+    LumaError,
+    LumaForbiddenError,
+    LumaNotFoundError,
+    LumaRateLimitError,
+    LumaResponseError,
+    LumaRouteNotFoundError,
+    LumaServerError,
+    LumaValidationError,
+)
+from airflow_provider_luma.hooks.settings import LumaSettings
+
+T = TypeVar("T")
+MAX_RETRY_AFTER = 60.0
+#: Back-off between retries of one call: 0.5 s doubling up to 10 s, plus up to 0.5 s of jitter.
+RETRY_BACKOFF = wait_exponential(multiplier=0.5, max=10.0) + wait_random(0, 0.5)
+#: The generic 404 of the service's framework (NestJS) for a route it does not have.
+_NO_ROUTE = re.compile(r"^Cannot (GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS) /")
+
+
+@dataclass(frozen=True)
+class Call:
+    """
+    One HTTP call to the API.
+
+    :param method: ``GET`` or ``POST``.
+    :param path: Path below the connection's base URL.
+    :param what: What the call does, for messages ("fetching generation X").
+    :param params: Query parameters.
+    :param body: JSON body.
+    :param deadline: UNIX time by which the call, with its retries, gives up.
+    """
+
+    method: str
+    path: str
+    what: str
+    params: Any = None
+    body: Mapping[str, Any] | None = None
+    deadline: float | None = None
+
+    @property
+    def creates(self) -> bool:
+        """Whether the call submits paid work (so it must never be sent twice)."""
+        return self.method == "POST"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """
+    A successful answer.
+
+    :param payload: The parsed JSON body.
+    :param seconds: How long the call took (its last attempt), to tell a held long poll from an early answer.
+    """
+
+    payload: Any
+    seconds: float
+
+
+Plan = Generator[Call, Answer, T]
+
+
+def run_plan(transport: SyncTransport, plan: Plan[T]) -> T:
+    """Drive ``plan`` in this thread: each call it yields is made, its answer or error sent back."""
+    reply: Answer | LumaError | None = None
+    while True:
+        try:
+            call = plan.throw(reply) if isinstance(reply, LumaError) else plan.send(reply)  # type: ignore[arg-type]
+        except StopIteration as done:
+            return done.value
+        try:
+            reply = transport.request(call)
+        except LumaError as error:
+            reply = error
+
+
+async def arun_plan(transport: AsyncTransport, plan: Plan[T]) -> T:
+    """Async twin of :func:`run_plan`."""
+    reply: Answer | LumaError | None = None
+    while True:
+        try:
+            call = plan.throw(reply) if isinstance(reply, LumaError) else plan.send(reply)  # type: ignore[arg-type]
+        except StopIteration as done:
+            return done.value
+        try:
+            reply = await transport.arequest(call)
+        except LumaError as error:
+            reply = error
+
+
+def _retry_policy(settings: LumaSettings, call: Call) -> dict[str, Any]:
+    """The one retry policy of every API call: bounded, exponential, honours Retry-After, stops at the deadline."""
+    deadline = call.deadline
+
+    def stop(state: RetryCallState) -> bool:
+        if stop_after_attempt(settings.max_retries + 1)(state):
+            return True
+        return deadline is not None and time.time() >= deadline
+
+    def wait(state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        delay = RETRY_BACKOFF(state)
+        if isinstance(error, LumaRateLimitError) and error.retry_after is not None:
+            delay = min(error.retry_after, MAX_RETRY_AFTER)
+        if deadline is not None:
+            delay = max(0.0, min(delay, deadline - time.time()))
+        return delay
+
+    return {
+        "stop": stop,
+        "wait": wait,
+        "retry": retry_if_exception(_is_safe_to_resend_create if call.creates else is_transient),
+        "reraise": True,
+    }
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether a later attempt may succeed where this one failed."""
+    return isinstance(error, LumaError) and error.transient
+
+
+def _is_safe_to_resend_create(error: BaseException) -> bool:
+    # Resending a create after the server may have acted on it could pay for two generations.
+    # Only errors that prove it did not act are retried: 429, 503, and connections never made.
+    if isinstance(error, LumaRateLimitError):
+        return True
+    if isinstance(error, LumaServerError):
+        return error.http_status == 503
+    return isinstance(error, LumaConnectionError) and not error.request_sent
+
+
+class SyncTransport:
+    """Calls from a worker, on one ``requests`` session carrying the key."""
+
+    def __init__(self, settings: LumaSettings) -> None:
+        self.settings = settings
+        self.session = requests.Session()
+        self.session.headers.update(settings.headers)
+
+    def request(self, call: Call) -> Answer:
+        """Make ``call`` with retries; return its answer or raise the matching :class:`LumaError`."""
+        settings = self.settings
+        url = settings.base_url + call.path
+
+        def attempt() -> Answer:
+            started = time.monotonic()
+            try:
+                response = self.session.request(
+                    call.method,
+                    url,
+                    params=call.params,
+                    json=call.body,
+                    timeout=(settings.connect_timeout, settings.read_timeout(call.deadline)),
+                )
+                text = response.text
+            except requests.exceptions.RequestException as error:
+                raise connection_error(error, what=call.what, creates=call.creates) from None
+            return _answer(call, settings, response.status_code, text, response.headers, started)
+
+        for retry in Retrying(**_retry_policy(settings, call)):
+            with retry:
+                return attempt()
+        raise AssertionError("unreachable: tenacity reraises the last error")
+
+
+class _SharedSession:
+    """One HTTP session shared by every open async transport on one event loop, and how many use it."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+        self.users = 0
+
+
+# Keyed by the running loop: a triggerer's thousands of waits share one connection pool, and nothing
+# outlives its loop (dag.test() runs each trigger under a loop of its own).
+_SHARED_SESSIONS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _SharedSession] = weakref.WeakKeyDictionary()
+
+
+def _new_session() -> aiohttp.ClientSession:
+    # limit=0: concurrent long polls must never queue behind each other in the pool.
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+
+
+class AsyncTransport:
+    """
+    Calls from the triggerer (or any event loop). Inside ``async with``, every call goes over the
+    loop's shared session; outside, each call opens and closes a session of its own.
+    """
+
+    def __init__(self, settings: LumaSettings) -> None:
+        self.settings = settings
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def is_open(self) -> bool:
+        """Whether this transport holds the loop's shared session."""
+        return self._session is not None
+
+    async def open(self) -> None:
+        """Join the event loop's shared session (created on first use)."""
+        if self._session is not None:
+            raise RuntimeError("This LumaHook is already open: use one `async with hook:` at a time.")
+        loop = asyncio.get_running_loop()
+        shared = _SHARED_SESSIONS.get(loop)
+        if shared is None or shared.session.closed:
+            shared = _SHARED_SESSIONS[loop] = _SharedSession(_new_session())
+        shared.users += 1
+        self._session = shared.session
+
+    async def close(self) -> None:
+        """Leave the shared session; the last user closes it."""
+        session, self._session = self._session, None
+        if session is None:
+            return
+        loop = asyncio.get_running_loop()
+        shared = _SHARED_SESSIONS.get(loop)
+        if shared is not None and shared.session is session:
+            shared.users -= 1
+            if shared.users > 0:
+                return
+            del _SHARED_SESSIONS[loop]  # before closing: a hook entering meanwhile gets a new session
+        await session.close()
+
+    async def arequest(self, call: Call) -> Answer:
+        """Async twin of :meth:`SyncTransport.request`."""
+        settings = self.settings
+        url = settings.base_url + call.path
+        own_session = self._session is None
+        session = _new_session() if own_session else self._session
+        assert session is not None
+
+        async def attempt() -> Answer:
+            timeout = aiohttp.ClientTimeout(
+                total=None, connect=settings.connect_timeout, sock_read=settings.read_timeout(call.deadline)
+            )
+            started = time.monotonic()
+            try:
+                async with session.request(
+                    call.method, url, params=call.params, json=call.body, headers=settings.headers, timeout=timeout
+                ) as response:
+                    text = await response.text(errors="replace")  # a proxy's error page may not be UTF-8
+                    status, headers = response.status, response.headers
+            except (TimeoutError, aiohttp.ClientError) as error:
+                raise connection_error(error, what=call.what, creates=call.creates) from None
+            return _answer(call, settings, status, text, headers, started)
+
+        try:
+            async for retry in AsyncRetrying(**_retry_policy(settings, call)):
+                with retry:
+                    return await attempt()
+        finally:
+            if own_session:
+                await session.close()
+        raise AssertionError("unreachable: tenacity reraises the last error")
+
+
+def _answer(
+    call: Call, settings: LumaSettings, status: int, text: str, headers: Mapping[str, str], started: float
+) -> Answer:
+    if status >= 400:
+        raise error_for_response(status, text, headers, what=call.what, conn_id=settings.conn_id, creates=call.creates)
+    return Answer(parse_json(text, what=call.what), time.monotonic() - started)
+
+
+def error_for_response(
+    status: int, text: str, headers: Mapping[str, str], *, what: str, conn_id: str, creates: bool = False
+) -> LumaError:
+    """
+    Map an error answer of the API to the matching :class:`LumaError`, with the server's own message.
+
+    ``creates``: the call submitted a generation, so a server error may hide one that exists anyway.
+    """
+    error = _error_for_response(status, text, headers, what=what, conn_id=conn_id, creates=creates)
+    error.server_message = _server_message(text)[0]
+    return error
+
+
+def _error_for_response(
+    status: int, text: str, headers: Mapping[str, str], *, what: str, conn_id: str, creates: bool
+) -> LumaError:
+    message, request_id = _server_message(text)
+    detail = f": {message}" if message else ""
+    kwargs: dict[str, Any] = {"http_status": status, "request_id": request_id}
+    if status == 401:
+        return LumaAuthenticationError(
+            f"The Luma API rejected the API key of connection {conn_id!r} while {what} (401{detail}): "
+            "check the key in the connection's password.",
+            **kwargs,
+        )
+    if status == 403:
+        return LumaForbiddenError(
+            f"The Luma API refused {what} (403{detail}): the service answers 403 when the account is out of "
+            "credits; top up the account or use another key.",
+            **kwargs,
+        )
+    if status == 404:
+        if message and _NO_ROUTE.match(message):
+            return LumaRouteNotFoundError(f"The server has no such route while {what} (404{detail}).", **kwargs)
+        return LumaNotFoundError(f"Not found while {what} (404{detail}).", **kwargs)
+    if status in (400, 422):
+        return LumaValidationError(f"The Luma API rejected {what} ({status}{detail}).", **kwargs)
+    if status == 429:
+        return LumaRateLimitError(
+            f"The Luma API is rate limiting {what} (429{detail}); an Airflow pool for Luma tasks avoids this.",
+            retry_after=_retry_after(headers),
+            **kwargs,
+        )
+    if status >= 500:
+        maybe_created = (
+            " The generation may have been created anyway: check before submitting again."
+            if creates and status != 503
+            else ""
+        )
+        error = LumaServerError(f"The Luma API failed while {what} ({status}{detail}).{maybe_created}", **kwargs)
+        error.maybe_created = bool(maybe_created)
+        return error
+    return LumaError(f"Unexpected answer {status} while {what}{detail}.", **kwargs)
+
+
+def _server_message(text: str) -> tuple[str | None, str | None]:
+    try:
+        body = json.loads(text)
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
+        return (text.strip()[:200] or None), None
+    if not isinstance(body, Mapping):
+        return None, None
+    message = body.get("message") or body.get("detail") or body.get("error")
+    if not isinstance(message, str) and message is not None:
+        message = json.dumps(message)[:500]
+    details = body.get("errors")
+    if details:
+        message = f"{message} {json.dumps(details)[:500]}" if message else json.dumps(details)[:500]
+    request_id = body.get("requestId")
+    return message, (str(request_id) if request_id else None)
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date: rare enough to fall back to our own back-off
+
+
+def parse_json(text: str, *, what: str) -> Any:
+    """Parse a successful answer; a body that is not JSON is a :class:`LumaResponseError`."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
+        raise LumaResponseError(f"The Luma API answered {what} with a body that is not JSON.") from None
+
+
+def connection_error(error: BaseException, *, what: str, creates: bool) -> LumaConnectionError:
+    """The :class:`LumaConnectionError` for a failed exchange; says whether the request may have been acted on."""
+    sent = not _never_connected(error)
+    if isinstance(error, (asyncio.TimeoutError, requests.exceptions.Timeout)) and sent:
+        problem = "did not answer in time"
+    elif sent:
+        problem = "dropped the connection"
+    else:
+        problem = "could not be reached"
+    message = f"The Luma API {problem} while {what} ({type(error).__name__})."
+    if creates and sent:
+        message += " The generation may have been created anyway: check before submitting again."
+    result = LumaConnectionError(message, request_sent=sent)
+    result.maybe_created = creates and sent
+    return result
+
+
+def _never_connected(error: BaseException) -> bool:
+    if isinstance(error, (aiohttp.ClientConnectorError, requests.exceptions.ConnectTimeout)):
+        return True
+    if isinstance(error, aiohttp.ConnectionTimeoutError):
+        return True
+    if isinstance(error, requests.exceptions.ConnectionError):
+        reason = getattr(error.args[0], "reason", None) if error.args else None
+        # NameResolutionError is a NewConnectionError: nothing was sent either.
+        return isinstance(reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError))
+    return False
