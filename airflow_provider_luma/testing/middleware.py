@@ -273,7 +273,7 @@ async def _fault_answer(
         return web.Response(status=ok, body=b"", content_type="video/mp4" if video else "application/json")
     if kind == "huge":
         answer = _normal_json(normal)
-        body: dict[str, Any] = answer if isinstance(answer, dict) else {"data": answer}
+        body: dict[str, Any] = answer if isinstance(answer, dict) else {} if answer is None else {"data": answer}
         return web.json_response({**body, "padding": "x" * HUGE_PADDING}, status=ok)
     headers: dict[str, str] = {}
     if kind == "429" and fault.retry_after is not None:
