@@ -302,7 +302,7 @@ class LumaSimulator:
     :param dreaming_seconds: Default time it then stays ``dreaming``.
     :param multi_shape: Answer shape of the multi-fetch: ``"list"`` (a JSON list),
         ``"generations"`` (``{"generations": [...]}``) or ``"data"`` (``{"data": [...]}``).
-    :param ignore_state_param: Answer long polls at once, as a server ignoring ``state``.
+    :param ignore_state_param: Answer long polls at once, whatever the hold parameter's name.
     :param state_file: If set, generations are saved there on every change and loaded on
         start, so a restarted simulator keeps them.
     :param fault_rate: Probability of a random transient fault on each API call.
