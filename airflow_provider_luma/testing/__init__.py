@@ -9,9 +9,13 @@ from airflow_provider_luma.testing.simulator import (
     DEFAULT_API_KEY,
     ENDPOINTS,
     FAULT_KINDS,
+    HOLD_PARAMS,
+    LOG_ENDPOINTS,
     MULTI_SHAPES,
     SAMPLE_VIDEO_PATH,
     STATES,
+    UNIVERSAL_MODELS,
+    UNIVERSAL_PATH,
     LumaSimulator,
 )
 
@@ -20,8 +24,12 @@ __all__ = [
     "DEFAULT_API_KEY",
     "ENDPOINTS",
     "FAULT_KINDS",
+    "HOLD_PARAMS",
+    "LOG_ENDPOINTS",
     "MULTI_SHAPES",
     "SAMPLE_VIDEO_PATH",
     "STATES",
+    "UNIVERSAL_MODELS",
+    "UNIVERSAL_PATH",
     "LumaSimulator",
 ]

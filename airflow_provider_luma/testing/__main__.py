@@ -19,9 +19,22 @@ import sys
 
 from airflow_provider_luma.testing.simulator import (
     DEFAULT_API_KEY,
+    HOLD_PARAMS,
     MULTI_SHAPES,
+    STATES,
     LumaSimulator,
 )
+
+
+def _status_words(text: str) -> dict[str, str]:
+    """``queued=waiting,dreaming=active`` -> ``{"queued": "waiting", "dreaming": "active"}``."""
+    words: dict[str, str] = {}
+    for pair in filter(None, (p.strip() for p in text.split(","))):
+        state, sep, word = pair.partition("=")
+        if not sep or state.strip() not in STATES or not word.strip():
+            raise argparse.ArgumentTypeError(f"expected STATE=WORD pairs with STATE in {STATES}, got {pair!r}")
+        words[state.strip()] = word.strip()
+    return words
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -42,7 +55,29 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--state-file", default=None, help="persist generations here")
     p.add_argument("--multi-shape", choices=MULTI_SHAPES, default="list")
-    p.add_argument("--ignore-state-param", action="store_true")
+    p.add_argument("--ignore-state-param", action="store_true", help="never hold a long poll")
+    p.add_argument(
+        "--single-hold-param", choices=HOLD_PARAMS, default="state", help="hold parameter of the single fetch"
+    )
+    p.add_argument(
+        "--multi-hold-param", choices=HOLD_PARAMS, default="status", help="hold parameter of the multi fetch"
+    )
+    p.add_argument("--strict-query", action="store_true", help="400 on unknown query parameters")
+    p.add_argument("--luma-ai-routes-gone", action="store_true", help="answer every luma-ai route with NestJS's 404")
+    p.add_argument(
+        "--universal-id-field",
+        choices=("id", "generation_id"),
+        default="id",
+        help="key of the id in the universal create's answer",
+    )
+    p.add_argument("--universal-no-id-suffix", action="store_true", help="universal ids without the ':<model>' suffix")
+    p.add_argument(
+        "--universal-status-words",
+        type=_status_words,
+        default=None,
+        metavar="STATE=WORD,...",
+        help="override universal status words, e.g. queued=waiting,dreaming=active",
+    )
     p.add_argument("--fault-rate", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
@@ -59,6 +94,13 @@ async def _run(args: argparse.Namespace) -> None:
         dreaming_seconds=args.dreaming,
         multi_shape=args.multi_shape,
         ignore_state_param=args.ignore_state_param,
+        single_hold_param=args.single_hold_param,
+        multi_hold_param=args.multi_hold_param,
+        strict_query=args.strict_query,
+        luma_ai_routes_gone=args.luma_ai_routes_gone,
+        universal_id_field=args.universal_id_field,
+        universal_id_suffix=not args.universal_no_id_suffix,
+        universal_status_words=args.universal_status_words,
         state_file=args.state_file,
         fault_rate=args.fault_rate,
         seed=args.seed,

@@ -4,21 +4,81 @@ It serves the API the provider uses on one origin and the finished videos on a s
 origin (like a CDN), with scriptable timelines, faults and a request log. Only ``aiohttp``
 and the standard library are used, so it runs beside any Airflow version.
 
-API origin (``Authorization: Bearer <key>`` required; 401 wrong/missing, 403 exhausted key):
+API origin (``Authorization: Bearer <key>`` required; 401 wrong/missing, 403 exhausted key).
+Two endpoint families share one generation store and the same timelines, but a generation
+made by one family is not found (404) by the other's fetch.
+
+The ``luma-ai`` family (the seed docs'; 30 s long poll):
 
 * ``POST /v2/generate/video/luma-ai/generation``: validate the body, answer 201 + generation.
 * ``GET  /v2/generate/video/luma-ai/generation?generation_id=ID&state=S``: long poll, held
   until the state is S or later (queued < dreaming < completed < failed) or ``hold_seconds``.
-* ``GET  /v2/generate/video/luma-ai/generations?generation_ids[]=A&generation_ids=B,C&state=S``:
-  held until all reached S, any failed, or the hold expires.
+  The hold parameter's name is ``single_hold_param`` (``state`` by default).
+* ``GET  /v2/generate/video/luma-ai/generations?generation_ids[]=A&generation_ids=B,C&status=S``:
+  held until all reached S, any failed, or the hold expires. The hold parameter's name is
+  ``multi_hold_param`` (``status`` by default, as in the service's OpenAPI schema).
 
-Video origin: ``GET /videos/<id>.mp4`` serves ``sample.mp4`` (no auth; whether an
-``Authorization`` header came along is logged, redacted).
+The universal family (the service's current API; see :mod:`.universal`):
+
+* ``POST /v2/video/generations`` with ``model`` and ``prompt`` (plus the model's own fields:
+  ``luma/ray-2``, ``luma/ray-flash-2``, ``luma/ray-3.2``, ``luma/ray-1-6``; any other
+  ``luma/...`` model is accepted unchecked): answer 200 ``{"id": "<uuid>:<model>", "status"}``.
+* ``GET /v2/video/generations?generation_id=ID``: at once, never held:
+  ``{"id", "status", "video": {"url"} | null, "error": {"name", "message"} | null,
+  "meta": {"usage": {"credits_used", "usd_spent"}} | null, "model"}``; status words
+  ``queued``, ``generating``, ``completed``, ``error`` unless ``universal_status_words``.
+
+Errors use the service's envelope ``{"message", "path", "requestId", "statusCode",
+"timestamp"}`` (plus ``errors`` for validation), except routes the server does not have:
+NestJS's ``{"message": "Cannot GET /path", "error": "Not Found", "statusCode": 404}``.
+
+Video origin: ``GET /videos/<uuid>.mp4`` serves ``sample.mp4`` (no auth; whether an
+``Authorization`` header came along is logged, redacted). Universal ids are served by their
+uuid part (they contain ``:`` and ``/``).
+
+Options that change the API's behaviour (constructor keywords, ``POST /_sim/config`` keys):
+
+* ``single_hold_param`` / ``multi_hold_param``: ``"state"`` or ``"status"``, the query name
+  each ``luma-ai`` fetch holds on; the other name is ignored, or rejected if ``strict_query``.
+* ``strict_query``: every API GET answers 400 ``"Query validation error!"`` (``errors``:
+  ``[{"path": name, "message": "property <name> should not exist"}]``) for unknown parameters.
+* ``ignore_state_param``: no hold at all, whatever the name.
+* ``luma_ai_routes_gone``: every ``/v2/generate/video/luma-ai/...`` route answers NestJS's 404.
+* ``universal_id_field`` (``"id"`` or ``"generation_id"``), ``universal_id_suffix`` (False:
+  bare uuid ids), ``universal_status_words`` (overrides of the state -> status word map).
+* ``hold_seconds``, ``queued_seconds``, ``dreaming_seconds``, ``multi_shape``,
+  ``fault_rate``, ``fault_kinds``, ``status_code_as_string``.
+
+Request log (``requests()``, ``GET /_sim/requests``): one entry per API/video request with
+``time``, ``method``, ``path``, ``endpoint`` (``create``, ``get``, ``list``, ``video_create``,
+``video_get``, ``video`` or ``other``), ``query``, ``status`` (0: dropped), ``authorization``
+(redacted), ``peer``, ``fault``, ``elapsed``, ``json`` (create bodies), ``held`` (seconds a
+fetch was held; 0.0 if answered at once) and ``released_by`` (fetches: ``"state"`` the
+generations reached the target while held, ``"timeout"`` the hold expired, ``"immediate"``
+answered at once, ``"shutdown"`` the simulator stopped; ``None`` for other endpoints and for
+fetches answered with an error). A request to a gone ``luma-ai`` route keeps its endpoint name.
+
+Faults (``inject_fault()``, ``POST /_sim/faults``; endpoint ``create``, ``get``, ``list``,
+``video_create``, ``video_get``, ``video`` or ``any``), :data:`FAULT_KINDS`:
+
+* ``429``, ``500``, ``502``, ``503``, ``504``, ``401``, ``403``: that error (``Retry-After``
+  on 429 if asked); ``drop``: reset the connection (video: mid-body); ``slow``: sleep first.
+* ``malformed`` (truncated JSON; video: not an mp4), ``missing_fields`` (``{}``; video: empty).
+* ``html``: 2xx (201 on the ``luma-ai`` create) ``text/html`` page, like a proxy's.
+* ``charset_base64``: the normal answer, with ``Content-Type: application/json;
+  charset=base64`` (the request always takes effect).
+* ``empty``: 2xx with an empty body. ``huge``: 2xx JSON object of ~20 MB (a ``padding``
+  string; with ``after`` merged into the normal answer).
+* ``short_body`` (video only): ``Content-Length`` larger than the bytes sent, then a clean
+  close. ``tiny_video`` (video only): 200 with a 5-byte body.
+
+``after=True`` applies the fault once the request took effect (a create that made a
+generation, then the fault answer). Unknown routes and gone routes never take faults.
 
 Control, on the API origin, no auth, not logged: ``GET /_sim/health``, ``GET /_sim/requests``
 (``?endpoint=``), ``GET /_sim/generations``, ``POST /_sim/script`` (``script()`` args),
 ``POST /_sim/faults`` (``inject_fault()`` args), ``DELETE /_sim/faults``, ``POST /_sim/state``
-(``{"id", "state", "failure_reason"}``), ``POST /_sim/config`` (e.g. ``{"hold_seconds": 1}``),
+(``{"id", "state", "failure_reason"}``), ``POST /_sim/config`` (any option above),
 ``POST /_sim/reset``.
 
 Prompt directives, handy when the DAG runs in another process:
@@ -32,7 +92,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import functools
 import hmac
 import json
 import logging
@@ -43,7 +102,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,14 +110,37 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from airflow_provider_luma.testing.middleware import (
+    ENTRY_KEY,
+    SAMPLE_VIDEO_PATH,
+    VIDEO_ONLY_FAULTS,
+    ApiError,
+    Fault,
+    api_middlewares,
+    cdn_middlewares,
+    nest_not_found,
+    sample_video,
+)
+from airflow_provider_luma.testing.universal import (
+    DEFAULT_STATUS_WORDS,
+    UNIVERSAL_MODELS,
+    UNIVERSAL_PATH,
+    render_universal,
+    validate_universal,
+)
+
 __all__ = [
     "API_PREFIX",
     "DEFAULT_API_KEY",
     "ENDPOINTS",
     "FAULT_KINDS",
+    "HOLD_PARAMS",
+    "LOG_ENDPOINTS",
     "MULTI_SHAPES",
     "SAMPLE_VIDEO_PATH",
     "STATES",
+    "UNIVERSAL_MODELS",
+    "UNIVERSAL_PATH",
     "LumaSimulator",
 ]
 
@@ -68,13 +150,15 @@ DEFAULT_API_KEY = "luma-simulator-key"
 API_PREFIX = "/v2/generate/video/luma-ai"
 SINGLE_PATH = f"{API_PREFIX}/generation"
 MULTI_PATH = f"{API_PREFIX}/generations"
-SAMPLE_VIDEO_PATH = Path(__file__).with_name("sample.mp4")
 
 #: States in priority order; a waiter for a state is answered by it or any later one.
 STATES: tuple[str, ...] = ("queued", "dreaming", "completed", "failed")
 _PRIORITY = {state: rank for rank, state in enumerate(STATES)}
 
-ENDPOINTS: tuple[str, ...] = ("create", "get", "list", "video", "any")
+#: Endpoints a fault can target (``any``: every one of them).
+ENDPOINTS: tuple[str, ...] = ("create", "get", "list", "video_create", "video_get", "video", "any")
+#: Endpoint names in the request log (``other``: a route the server does not have).
+LOG_ENDPOINTS: tuple[str, ...] = ("create", "get", "list", "video_create", "video_get", "video", "other")
 FAULT_KINDS: tuple[str, ...] = (
     "429",
     "500",
@@ -87,8 +171,17 @@ FAULT_KINDS: tuple[str, ...] = (
     "missing_fields",
     "401",
     "403",
+    "html",
+    "charset_base64",
+    "empty",
+    "short_body",
+    "tiny_video",
+    "huge",
 )
 MULTI_SHAPES: tuple[str, ...] = ("list", "generations", "data")
+#: Query names a ``luma-ai`` fetch can read its long-poll target from.
+HOLD_PARAMS: tuple[str, ...] = ("state", "status")
+_ID_FIELDS = ("id", "generation_id")
 
 _ASPECT_RATIOS = ("1:1", "16:9", "9:16", "4:3", "3:4", "21:9", "9:21")
 _MODELS = ("ray-1-6", "ray-2", "ray-flash-2")
@@ -108,48 +201,38 @@ _BODY_FIELDS = frozenset(
         "duration",
     }
 )
-_STATUS_MESSAGES = {
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden: insufficient credits on this API key",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-}
 # Never sleep less than this, so a wake-up a hair early cannot spin.
 _MIN_SLEEP = 0.001
 
-Endpoint = Literal["create", "get", "list", "video", "other"]
-
-
-@functools.cache
-def _sample_video() -> bytes:
-    return SAMPLE_VIDEO_PATH.read_bytes()
+Endpoint = Literal["create", "get", "list", "video_create", "video_get", "video", "other"]
+_Family = Literal["luma-ai", "universal"]
 
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class _ApiError(Exception):
-    """An error answer in the service's format."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str | None = None,
-        errors: list[dict[str, Any]] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message or _STATUS_MESSAGES.get(status, "Error"))
-        self.status = status
-        self.message = message or _STATUS_MESSAGES.get(status, "Error")
-        self.errors = errors
-        self.headers = headers or {}
+def _check_options(options: Mapping[str, Any]) -> None:
+    """Raise ValueError for an invalid value of a behaviour option."""
+    choices: dict[str, tuple[str, ...]] = {
+        "multi_shape": MULTI_SHAPES,
+        "single_hold_param": HOLD_PARAMS,
+        "multi_hold_param": HOLD_PARAMS,
+        "universal_id_field": _ID_FIELDS,
+    }
+    for name, allowed in choices.items():
+        if name in options and options[name] not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}")
+    words = options.get("universal_status_words")
+    if words is not None and (
+        not isinstance(words, Mapping)
+        or set(words) - set(STATES)
+        or not all(isinstance(v, str) for v in words.values())
+    ):
+        raise ValueError(f"universal_status_words must map some of {STATES} to strings")
+    kinds = options.get("fault_kinds")
+    if kinds is not None and (isinstance(kinds, str) or set(kinds) - set(FAULT_KINDS)):
+        raise ValueError(f"fault_kinds must be a list of {FAULT_KINDS}")
 
 
 @dataclass
@@ -159,16 +242,6 @@ class _Rule:
     failure_reason: str
     queued_seconds: float | None
     dreaming_seconds: float | None
-
-
-@dataclass
-class _Fault:
-    kind: str
-    endpoint: str
-    remaining: int
-    retry_after: float | str | None = None
-    delay: float | None = None
-    after: bool = False
 
 
 @dataclass
@@ -186,6 +259,12 @@ class _Generation:
     forced_state: str | None = None
     forced_failure_reason: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    family: str = "luma-ai"
+
+    @property
+    def uuid(self) -> str:
+        """The uuid part of the id (universal ids carry ``:<model>`` after it)."""
+        return self.id.partition(":")[0]
 
     def state_at(self, now: float) -> str:
         if self.forced_state is not None:
@@ -223,13 +302,22 @@ class LumaSimulator:
     :param dreaming_seconds: Default time it then stays ``dreaming``.
     :param multi_shape: Answer shape of the multi-fetch: ``"list"`` (a JSON list),
         ``"generations"`` (``{"generations": [...]}``) or ``"data"`` (``{"data": [...]}``).
-    :param ignore_state_param: Answer long polls at once, as a server ignoring ``state``.
+    :param ignore_state_param: Answer long polls at once, whatever the hold parameter's name.
     :param state_file: If set, generations are saved there on every change and loaded on
         start, so a restarted simulator keeps them.
     :param fault_rate: Probability of a random transient fault on each API call.
     :param fault_kinds: Kinds drawn from when ``fault_rate`` triggers.
     :param seed: Seed of the random fault generator, for reproducible load tests.
     :param status_code_as_string: Send ``statusCode`` in error bodies as a string (seen live).
+    :param single_hold_param: Query name the single fetch holds on: ``"state"`` or ``"status"``.
+    :param multi_hold_param: Query name the multi fetch holds on: ``"state"`` or ``"status"``.
+    :param strict_query: Answer 400 "Query validation error!" to unknown query parameters on
+        every API GET (else they are ignored).
+    :param luma_ai_routes_gone: Answer every ``luma-ai`` route with NestJS's generic 404.
+    :param universal_id_field: Key of the id in the universal create's answer.
+    :param universal_id_suffix: Universal ids end with ``:<model>`` (False: bare uuids).
+    :param universal_status_words: Overrides of the universal fetch's status words, keyed by
+        simulator state (e.g. ``{"queued": "waiting", "dreaming": "active"}``).
     :param backlog: Listen backlog of both sockets (large, for benchmarks).
     :param shutdown_timeout: Seconds ``stop()`` waits for in-flight requests.
     """
@@ -252,11 +340,26 @@ class LumaSimulator:
         fault_kinds: Iterable[str] = ("500", "503", "429", "drop"),
         seed: int | None = 0,
         status_code_as_string: bool = False,
+        single_hold_param: str = "state",
+        multi_hold_param: str = "status",
+        strict_query: bool = False,
+        luma_ai_routes_gone: bool = False,
+        universal_id_field: str = "id",
+        universal_id_suffix: bool = True,
+        universal_status_words: Mapping[str, str] | None = None,
         backlog: int = 4096,
         shutdown_timeout: float = 2.0,
     ) -> None:
-        if multi_shape not in MULTI_SHAPES:
-            raise ValueError(f"multi_shape must be one of {MULTI_SHAPES}")
+        _check_options(
+            {
+                "multi_shape": multi_shape,
+                "single_hold_param": single_hold_param,
+                "multi_hold_param": multi_hold_param,
+                "universal_id_field": universal_id_field,
+                "universal_status_words": universal_status_words,
+                "fault_kinds": list(fault_kinds),
+            }
+        )
         self.host = host
         self._want_port = port
         self._want_cdn_port = cdn_port
@@ -271,6 +374,15 @@ class LumaSimulator:
         self.fault_rate = fault_rate
         self.fault_kinds: list[str] = list(fault_kinds)
         self.status_code_as_string = status_code_as_string
+        self.single_hold_param = single_hold_param
+        self.multi_hold_param = multi_hold_param
+        self.strict_query = strict_query
+        self.luma_ai_routes_gone = luma_ai_routes_gone
+        self.universal_id_field = universal_id_field
+        self.universal_id_suffix = universal_id_suffix
+        self.universal_status_words: dict[str, str] | None = (
+            dict(universal_status_words) if universal_status_words is not None else None
+        )
         self.backlog = backlog
         self.shutdown_timeout = shutdown_timeout
 
@@ -279,8 +391,9 @@ class LumaSimulator:
         self._rng = random.Random(seed)
         self._generations: dict[str, _Generation] = {}
         self._rules: list[_Rule] = []
-        self._faults: list[_Fault] = []
+        self._faults: list[Fault] = []
         self._log: list[dict[str, Any]] = []
+        self._route_endpoints: dict[Any, Endpoint] = {}
 
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Event | None = None
@@ -329,9 +442,15 @@ class LumaSimulator:
         """Whether the simulator is listening."""
         return bool(self._runners)
 
-    def connection_json(self) -> str:
-        """JSON for ``AIRFLOW_CONN_LUMA_DEFAULT`` pointing at this simulator."""
-        return json.dumps({"conn_type": "luma", "host": self.base_url, "password": self._api_key})
+    def connection_json(self, **extras: Any) -> str:
+        """JSON for ``AIRFLOW_CONN_LUMA_DEFAULT`` pointing at this simulator.
+
+        ``extras`` (if any) become the connection's ``extra``.
+        """
+        conn: dict[str, Any] = {"conn_type": "luma", "host": self.base_url, "password": self._api_key}
+        if extras:
+            conn["extra"] = extras
+        return json.dumps(conn)
 
     # ------------------------------------------------------------------ scripting
 
@@ -390,7 +509,9 @@ class LumaSimulator:
         """Queue a fault for the next ``times`` requests to ``endpoint``.
 
         :param kind: One of :data:`FAULT_KINDS`.
-        :param endpoint: ``create``, ``get``, ``list``, ``video`` or ``any``.
+        :param endpoint: One of :data:`ENDPOINTS`: ``create``, ``get``, ``list``,
+            ``video_create``, ``video_get``, ``video`` or ``any``. ``short_body`` and
+            ``tiny_video`` only hit ``video`` (so only ``video`` or ``any`` are accepted).
         :param times: How many matching requests it hits; faults are consumed FIFO.
         :param retry_after: ``Retry-After`` header value for ``429`` (none if unset).
         :param delay: Seconds a ``slow`` fault sleeps (default 5).
@@ -401,10 +522,12 @@ class LumaSimulator:
             raise ValueError(f"kind must be one of {FAULT_KINDS}")
         if endpoint not in ENDPOINTS:
             raise ValueError(f"endpoint must be one of {ENDPOINTS}")
+        if kind in VIDEO_ONLY_FAULTS and endpoint not in ("video", "any"):
+            raise ValueError(f"{kind} is a fault of the video endpoint only")
         if times < 1:
             raise ValueError("times must be >= 1")
         with self._lock:
-            self._faults.append(_Fault(kind, endpoint, int(times), retry_after, delay, bool(after)))
+            self._faults.append(Fault(kind, endpoint, int(times), retry_after, delay, bool(after)))
 
     def clear_faults(self) -> None:
         """Forget queued faults and switch random faults off."""
@@ -431,7 +554,9 @@ class LumaSimulator:
         Entries are appended when answered; ``/_sim/`` control calls are not logged.
         Keys: ``time`` (arrival), ``method``, ``path``, ``endpoint``, ``query``, ``status``
         (0: connection dropped), ``authorization`` (``"Bearer ***"`` or None, never the key),
-        ``fault``, ``elapsed`` and, for creates, ``json`` (the parsed body).
+        ``peer`` (client port), ``fault``, ``elapsed``, ``held`` (seconds a fetch was held),
+        ``released_by`` (``"state"``, ``"timeout"``, ``"immediate"``, ``"shutdown"``, or None
+        when not a fetch or answered with an error) and, for creates, ``json`` (the body).
         """
         with self._lock:
             return [copy.deepcopy(e) for e in self._log if endpoint is None or e["endpoint"] == endpoint]
@@ -442,15 +567,15 @@ class LumaSimulator:
             return sum(1 for e in self._log if endpoint is None or e["endpoint"] == endpoint)
 
     def generation(self, generation_id: str) -> dict[str, Any]:
-        """The generation object as the API would return it now."""
+        """The generation as its family's fetch would return it now."""
         with self._lock:
-            return self._public(self._generations[generation_id], time.time())
+            return self._render(self._generations[generation_id], time.time())
 
     def generations(self) -> list[dict[str, Any]]:
-        """All generation objects, oldest first."""
+        """All generations as their family's fetch would return them, oldest first."""
         now = time.time()
         with self._lock:
-            return [self._public(g, now) for g in self._generations.values()]
+            return [self._render(g, now) for g in self._generations.values()]
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -462,7 +587,7 @@ class LumaSimulator:
         self._changed = asyncio.Event()
         self._stopping = False
         self._load()
-        api_app = web.Application(client_max_size=1024**2)
+        api_app = web.Application(client_max_size=1024**2, middlewares=api_middlewares(self))
         api_app.router.add_post("/_sim/script", self._ctl_script)
         api_app.router.add_post("/_sim/faults", self._ctl_faults)
         api_app.router.add_delete("/_sim/faults", self._ctl_clear_faults)
@@ -472,12 +597,20 @@ class LumaSimulator:
         api_app.router.add_get("/_sim/requests", self._ctl_requests)
         api_app.router.add_get("/_sim/generations", self._ctl_generations)
         api_app.router.add_get("/_sim/health", self._ctl_health)
-        api_app.router.add_post(SINGLE_PATH, self._wrap("create", self._create))
-        api_app.router.add_get(SINGLE_PATH, self._wrap("get", self._get_one))
-        api_app.router.add_get(MULTI_PATH, self._wrap("list", self._get_many))
-        api_app.router.add_route("*", "/{tail:.*}", self._wrap("other", self._unknown))
-        cdn_app = web.Application()
-        cdn_app.router.add_get("/videos/{name}", self._video)
+        # Routes named here are logged (and faulted, authenticated) by the middlewares.
+        self._route_endpoints = {}
+
+        def named(endpoint: Endpoint, route: web.AbstractRoute) -> None:
+            self._route_endpoints[route] = endpoint
+
+        named("create", api_app.router.add_post(SINGLE_PATH, self._create))
+        named("get", api_app.router.add_get(SINGLE_PATH, self._get_one, allow_head=False))
+        named("list", api_app.router.add_get(MULTI_PATH, self._get_many, allow_head=False))
+        named("video_create", api_app.router.add_post(UNIVERSAL_PATH, self._video_create))
+        named("video_get", api_app.router.add_get(UNIVERSAL_PATH, self._video_get, allow_head=False))
+        named("other", api_app.router.add_route("*", "/{tail:.*}", self._unknown))
+        cdn_app = web.Application(middlewares=cdn_middlewares(self))
+        named("video", cdn_app.router.add_get("/videos/{name}", self._video))
         cdn_app.router.add_route("*", "/{tail:.*}", self._cdn_unknown)
         try:
             # Restarting the same instance reuses its ports so clients keep working.
@@ -596,19 +729,28 @@ class LumaSimulator:
             with contextlib.suppress(RuntimeError):  # loop closing concurrently
                 loop.call_soon_threadsafe(self._notify_now)
 
-    async def _hold(self, check: Callable[[float], tuple[bool, float]]) -> None:
+    async def _hold(self, check: Callable[[float], tuple[bool, float]]) -> tuple[float, str]:
         """Sleep until ``check`` says done, the hold expires, a change, or shutdown.
 
         ``check(now)`` returns (done, wall-clock time it will be done by the timeline).
         Timelines are known, so one timer per request suffices: no polling loop.
+        Returns (seconds held, released_by): ``"immediate"`` (done at once), ``"state"``,
+        ``"timeout"`` or ``"shutdown"``.
         """
-        hold_until = time.time() + self.hold_seconds
+        start = time.time()
+        hold_until = start + self.hold_seconds
+        first = True
         while True:
             changed = self._changed
             now = time.time()
             done, done_at = check(now)
-            if done or self._stopping or now >= hold_until or changed is None:
-                return
+            if done:
+                return (0.0, "immediate") if first else (now - start, "state")
+            if self._stopping or changed is None:
+                return now - start, "shutdown"
+            if now >= hold_until:
+                return now - start, "timeout"
+            first = False
             delay = max(min(hold_until, done_at) - now, _MIN_SLEEP)
             try:
                 async with asyncio.timeout(delay):
@@ -642,24 +784,53 @@ class LumaSimulator:
 
     # ------------------------------------------------------------------ rendering
 
+    def _video_url(self, gen: _Generation) -> str | None:
+        return f"{self.cdn_url}/videos/{gen.uuid}.mp4" if self._cdn_port else None
+
+    @staticmethod
+    def _failure_reason(gen: _Generation, state: str) -> str | None:
+        if state != "failed":
+            return None
+        return gen.forced_failure_reason if gen.forced_state else gen.failure_reason
+
     def _public(self, gen: _Generation, now: float) -> dict[str, Any]:
         state = gen.state_at(now)
-        reason = None
-        if state == "failed":
-            reason = gen.forced_failure_reason if gen.forced_state else gen.failure_reason
-        video = f"{self.cdn_url}/videos/{gen.id}.mp4" if state == "completed" and self._cdn_port else None
         return {
             "id": gen.id,
             "generation_type": "video",
             "state": state,
-            "failure_reason": reason,
+            "failure_reason": self._failure_reason(gen, state),
             "created_at": _iso(gen.created_at),
-            "assets": {"video": video, "image": None, "progress_video": None},
+            "assets": {
+                "video": self._video_url(gen) if state == "completed" else None,
+                "image": None,
+                "progress_video": None,
+            },
             "model": gen.model,
             "request": copy.deepcopy(gen.request),
         }
 
-    def _error_body(self, request: web.Request, exc: _ApiError) -> dict[str, Any]:
+    def _status_words(self) -> dict[str, str]:
+        return {**DEFAULT_STATUS_WORDS, **(self.universal_status_words or {})}
+
+    def _public_universal(self, gen: _Generation, now: float) -> dict[str, Any]:
+        state = gen.state_at(now)
+        return render_universal(
+            generation_id=gen.id,
+            model=gen.model,
+            state=state,
+            failure_reason=self._failure_reason(gen, state),
+            video_url=self._video_url(gen),
+            request=gen.request,
+            words=self._status_words(),
+        )
+
+    def _render(self, gen: _Generation, now: float) -> dict[str, Any]:
+        if gen.family == "universal":
+            return self._public_universal(gen, now)
+        return self._public(gen, now)
+
+    def _error_body(self, request: web.Request, exc: ApiError) -> dict[str, Any]:
         body: dict[str, Any] = {
             "message": exc.message,
             "path": request.path,
@@ -671,7 +842,7 @@ class LumaSimulator:
             body["errors"] = exc.errors
         return body
 
-    def _error_response(self, request: web.Request, exc: _ApiError) -> web.Response:
+    def _error_response(self, request: web.Request, exc: ApiError) -> web.Response:
         return web.json_response(self._error_body(request, exc), status=exc.status, headers=exc.headers)
 
     # ------------------------------------------------------------------ request plumbing
@@ -683,6 +854,14 @@ class LumaSimulator:
             return None
         scheme, sep, _ = header.partition(" ")
         return f"{scheme} ***" if sep else "***"
+
+    def _endpoint_of(self, request: web.Request) -> Endpoint | None:
+        """The endpoint name of the request's route; None for control and unnamed routes."""
+        return self._route_endpoints.get(request.match_info.route)
+
+    def _route_gone(self, request: web.Request) -> bool:
+        path = request.path
+        return self.luma_ai_routes_gone and (path == API_PREFIX or path.startswith(API_PREFIX + "/"))
 
     def _new_entry(self, request: web.Request, endpoint: Endpoint) -> dict[str, Any]:
         query: dict[str, Any] = {}
@@ -701,6 +880,8 @@ class LumaSimulator:
             "peer": request.transport.get_extra_info("peername")[1] if request.transport else None,
             "fault": None,
             "elapsed": 0.0,
+            "held": 0.0,
+            "released_by": None,
         }
 
     def _finish_entry(self, entry: dict[str, Any]) -> None:
@@ -708,89 +889,34 @@ class LumaSimulator:
         with self._lock:
             self._log.append(entry)
 
-    def _take_fault(self, endpoint: Endpoint, *, random_ok: bool) -> _Fault | None:
+    def _take_fault(self, endpoint: Endpoint, *, random_ok: bool) -> Fault | None:
         with self._lock:
             for fault in self._faults:
-                if fault.endpoint in (endpoint, "any"):
-                    fault.remaining -= 1
-                    if fault.remaining <= 0:
-                        self._faults.remove(fault)
-                    return fault
-            if random_ok and self.fault_rate > 0 and self.fault_kinds and self._rng.random() < self.fault_rate:
-                return _Fault(self._rng.choice(self.fault_kinds), endpoint, 1, delay=1.0)
+                if fault.endpoint not in (endpoint, "any"):
+                    continue
+                if fault.kind in VIDEO_ONLY_FAULTS and endpoint != "video":
+                    continue
+                fault.remaining -= 1
+                if fault.remaining <= 0:
+                    self._faults.remove(fault)
+                return fault
+            kinds = [k for k in self.fault_kinds if k not in VIDEO_ONLY_FAULTS]
+            if random_ok and self.fault_rate > 0 and kinds and self._rng.random() < self.fault_rate:
+                return Fault(self._rng.choice(kinds), endpoint, 1, delay=1.0)
         return None
 
     def _check_auth(self, request: web.Request) -> None:
         header = request.headers.get("Authorization")
         if header is None:
-            raise _ApiError(401, "Unauthorized: missing Authorization header")
+            raise ApiError(401, "Unauthorized: missing Authorization header")
         scheme, _, token = header.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            raise _ApiError(401, "Unauthorized: expected 'Authorization: Bearer <key>'")
+            raise ApiError(401, "Unauthorized: expected 'Authorization: Bearer <key>'")
         if token in self.exhausted_keys:
-            raise _ApiError(403, "Forbidden: insufficient credits on this API key")
+            raise ApiError(403, "Forbidden: insufficient credits on this API key")
         if not hmac.compare_digest(token.encode(), self._api_key.encode()):
-            raise _ApiError(401, "Unauthorized: invalid API key")
-
-    @staticmethod
-    def _drop(request: web.Request) -> web.StreamResponse:
-        # Abort (RST) rather than answer; aiohttp then finds the transport gone and
-        # writes nothing. The returned object is never sent.
-        transport = request.transport
-        if transport is not None:
-            transport.abort()
-        return web.Response(status=500)
-
-    def _fault_response(self, request: web.Request, fault: _Fault, entry: dict[str, Any]) -> web.StreamResponse:
-        kind = fault.kind
-        if kind == "drop":
-            entry["status"] = 0
-            return self._drop(request)
-        if kind == "malformed":
-            return web.Response(status=200, text='{"id": "oops", "state": ', content_type="application/json")
-        if kind == "missing_fields":
-            return web.json_response({}, status=200)
-        headers: dict[str, str] = {}
-        if kind == "429" and fault.retry_after is not None:
-            headers["Retry-After"] = str(fault.retry_after)
-        return self._error_response(request, _ApiError(int(kind), headers=headers))
-
-    def _wrap(
-        self,
-        endpoint: Endpoint,
-        impl: Callable[[web.Request, dict[str, Any]], Awaitable[web.StreamResponse]],
-    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-        async def handler(request: web.Request) -> web.StreamResponse:
-            entry = self._new_entry(request, endpoint)
-            response: web.StreamResponse | None = None
-            try:
-                fault = self._take_fault(endpoint, random_ok=True) if endpoint != "other" else None
-                if fault is not None:
-                    entry["fault"] = fault.kind
-                    if fault.kind == "slow" and not fault.after:
-                        await asyncio.sleep(5.0 if fault.delay is None else fault.delay)
-                    elif fault.kind != "slow" and not fault.after:
-                        response = self._fault_response(request, fault, entry)
-                        return response
-                try:
-                    if endpoint != "other":  # unknown routes are 404 whatever the key
-                        self._check_auth(request)
-                    response = await impl(request, entry)
-                except _ApiError as exc:
-                    response = self._error_response(request, exc)
-                if fault is not None and fault.after:
-                    if fault.kind == "slow":
-                        await asyncio.sleep(5.0 if fault.delay is None else fault.delay)
-                    else:
-                        response = self._fault_response(request, fault, entry)
-                return response
-            finally:
-                if response is not None and entry["fault"] != "drop":
-                    entry["status"] = response.status
-                self._finish_entry(entry)
-
-        return handler
+            raise ApiError(401, "Unauthorized: invalid API key")
 
     # ------------------------------------------------------------------ API endpoints
 
@@ -860,7 +986,7 @@ class LumaSimulator:
                 err(f"{path}.id", "Expected string")
                 return
             with self._lock:
-                gen = self._generations.get(gen_id)
+                gen = self._find(gen_id)
                 state = gen.state_at(time.time()) if gen else None
             if state != "completed":
                 err(f"{path}.id", f"Generation {gen_id} does not exist or is not completed")
@@ -885,93 +1011,124 @@ class LumaSimulator:
             queued, dreaming = queued * 10, dreaming * 10
         return outcome, reason, queued, dreaming
 
-    async def _create(self, request: web.Request, entry: dict[str, Any]) -> web.Response:
+    def _find(self, gen_id: str) -> _Generation | None:
+        """A generation by its id, or by the uuid part of a universal id (lock held)."""
+        gen = self._generations.get(gen_id)
+        if gen is None:
+            gen = next((g for g in self._generations.values() if g.uuid == gen_id), None)
+        return gen
+
+    @staticmethod
+    async def _read_body(request: web.Request) -> Any:
         raw = await request.read()
         try:
             body = json.loads(raw or b"null")
         except ValueError:
-            raise _ApiError(400, "Body validation error!", [{"path": "", "message": "Invalid JSON"}]) from None
-        entry["json"] = body
-        errors = self._validate_create(body)
-        if errors:
-            raise _ApiError(400, "Body validation error!", errors)
+            raise ApiError(400, "Body validation error!", [{"path": "", "message": "Invalid JSON"}]) from None
+        request[ENTRY_KEY]["json"] = body
+        return body
+
+    def _add_generation(self, gen_id: str, body: dict[str, Any], model: str, family: _Family) -> _Generation:
         outcome, reason, queued, dreaming = self._timeline_for(body["prompt"])
         now = time.time()
         gen = _Generation(
-            id=str(uuid.uuid4()),
+            id=gen_id,
             created_at=now,
             request=body,
-            model=body.get("model", "ray-2"),
+            model=model,
             outcome=outcome,
             failure_reason=reason,
             dreaming_at=now + queued,
             done_at=now + queued + dreaming,
+            family=family,
         )
         with self._lock:
             self._generations[gen.id] = gen
             self._save_locked()
-            public = self._public(gen, now)
-        return web.json_response(public, status=201)
+        return gen
 
-    @staticmethod
-    def _target_state(request: web.Request) -> str | None:
-        if "state" not in request.query:
+    def _check_query(self, request: web.Request, known: Iterable[str]) -> None:
+        """In strict mode, reject query parameters the endpoint does not know."""
+        if not self.strict_query:
+            return
+        unknown = [name for name in dict.fromkeys(request.query) if name not in set(known)]
+        if unknown:
+            errors = [{"path": name, "message": f"property {name} should not exist"} for name in unknown]
+            raise ApiError(400, "Query validation error!", errors)
+
+    def _target_state(self, request: web.Request, name: str) -> str | None:
+        """The long-poll target from query parameter ``name`` (None: no hold asked)."""
+        if name not in request.query:
             return None
-        state = request.query["state"]
+        state = request.query[name]
         if state == "failed":
-            raise _ApiError(400, "Cannot wait for the failed state")
+            raise ApiError(400, "Cannot wait for the failed state")
         if state not in _PRIORITY:
-            raise _ApiError(
+            raise ApiError(
                 400,
-                f"Invalid state '{state}'. Expected queued | dreaming | completed",
+                f"Invalid {name} '{state}'. Expected queued | dreaming | completed",
             )
-        return state
+        return None if self.ignore_state_param else state
 
-    def _lookup(self, ids: list[str]) -> list[_Generation]:
+    def _lookup(self, ids: list[str], family: _Family) -> list[_Generation]:
         with self._lock:
-            missing = [i for i in ids if i not in self._generations]
+            found = {i: self._generations.get(i) for i in ids}
+            missing = [i for i, g in found.items() if g is None or g.family != family]
             if missing:
-                raise _ApiError(404, f"Generation not found: {', '.join(missing)}")
+                raise ApiError(404, f"Generation not found: {', '.join(missing)}")
             return [self._generations[i] for i in ids]
 
-    async def _get_one(self, request: web.Request, entry: dict[str, Any]) -> web.Response:
+    async def _hold_for(self, request: web.Request, target: str | None, gens: list[_Generation]) -> None:
+        """Hold until every one of ``gens`` reached ``target`` (or any failed); log how it ended."""
+        entry = request[ENTRY_KEY]
+        if target is None:
+            entry["held"], entry["released_by"] = 0.0, "immediate"
+            return
+
+        def check(now: float) -> tuple[bool, float]:
+            with self._lock:
+                all_at = max(g.reached_at(target) for g in gens)
+                fail_at = min(g.reached_at("failed") for g in gens)
+            at = min(all_at, fail_at)
+            return now >= at, at
+
+        entry["held"], entry["released_by"] = await self._hold(check)
+
+    async def _create(self, request: web.Request) -> web.Response:
+        body = await self._read_body(request)
+        errors = self._validate_create(body)
+        if errors:
+            raise ApiError(400, "Body validation error!", errors)
+        gen = self._add_generation(str(uuid.uuid4()), body, body.get("model", "ray-2"), "luma-ai")
+        with self._lock:
+            public = self._public(gen, time.time())
+        return web.json_response(public, status=201)
+
+    async def _get_one(self, request: web.Request) -> web.Response:
+        hold_param = self.single_hold_param
+        self._check_query(request, ("generation_id", hold_param))
         gen_id = request.query.get("generation_id")
         if not gen_id:
-            raise _ApiError(400, "generation_id is required")
-        target = self._target_state(request)
-        (gen,) = self._lookup([gen_id])
-        if target is not None and not self.ignore_state_param:
-
-            def check(now: float) -> tuple[bool, float]:
-                with self._lock:
-                    at = gen.reached_at(target)
-                return now >= at, at
-
-            await self._hold(check)
+            raise ApiError(400, "generation_id is required")
+        target = self._target_state(request, hold_param)
+        gens = self._lookup([gen_id], "luma-ai")
+        await self._hold_for(request, target, gens)
         with self._lock:
-            return web.json_response(self._public(gen, time.time()))
+            return web.json_response(self._public(gens[0], time.time()))
 
-    async def _get_many(self, request: web.Request, entry: dict[str, Any]) -> web.Response:
+    async def _get_many(self, request: web.Request) -> web.Response:
+        hold_param = self.multi_hold_param
+        self._check_query(request, ("generation_ids[]", "generation_ids", hold_param))
         ids: list[str] = []
         for key in ("generation_ids[]", "generation_ids"):
             for value in request.query.getall(key, []):
                 ids.extend(part.strip() for part in value.split(",") if part.strip())
         ids = list(dict.fromkeys(ids))  # de-duplicate, keep order
         if not ids:
-            raise _ApiError(400, "generation_ids is required")
-        target = self._target_state(request)
-        gens = self._lookup(ids)
-        if target is not None and not self.ignore_state_param:
-
-            def check(now: float) -> tuple[bool, float]:
-                # Done when every one reached the target, or as soon as any failed.
-                with self._lock:
-                    all_at = max(g.reached_at(target) for g in gens)
-                    fail_at = min(g.reached_at("failed") for g in gens)
-                at = min(all_at, fail_at)
-                return now >= at, at
-
-            await self._hold(check)
+            raise ApiError(400, "generation_ids is required")
+        target = self._target_state(request, hold_param)
+        gens = self._lookup(ids, "luma-ai")
+        await self._hold_for(request, target, gens)
         now = time.time()
         with self._lock:
             items = [self._public(g, now) for g in gens]
@@ -981,64 +1138,51 @@ class LumaSimulator:
             return web.json_response({"data": items})
         return web.json_response(items)
 
-    async def _unknown(self, request: web.Request, entry: dict[str, Any]) -> web.Response:
-        if request.path in (SINGLE_PATH, MULTI_PATH):
-            raise _ApiError(405)
-        raise _ApiError(404, f"Cannot {request.method} {request.path}")
+    async def _video_create(self, request: web.Request) -> web.Response:
+        body = await self._read_body(request)
+        errors = validate_universal(body, self._validate_frame)
+        if errors:
+            raise ApiError(400, "Body validation error!", errors)
+        model = body["model"]
+        raw_id = str(uuid.uuid4())
+        gen = self._add_generation(
+            f"{raw_id}:{model}" if self.universal_id_suffix else raw_id, body, model, "universal"
+        )
+        with self._lock:
+            state = gen.state_at(time.time())
+        status = self._status_words().get(state, state)
+        return web.json_response({self.universal_id_field: gen.id, "status": status}, status=200)
+
+    async def _video_get(self, request: web.Request) -> web.Response:
+        self._check_query(request, ("generation_id",))
+        gen_id = request.query.get("generation_id")
+        if not gen_id:
+            errors = [{"path": "generation_id", "message": "generation_id should not be empty"}]
+            raise ApiError(400, "Query validation error!", errors)
+        with self._lock:
+            gen = self._generations.get(gen_id)
+            if gen is None or gen.family != "universal":
+                raise ApiError(404, "Generation not found")
+            answer = self._public_universal(gen, time.time())
+        request[ENTRY_KEY]["released_by"] = "immediate"  # never held
+        return web.json_response(answer)
+
+    async def _unknown(self, request: web.Request) -> web.Response:
+        return nest_not_found(request)
 
     # ------------------------------------------------------------------ video origin
 
     async def _video(self, request: web.Request) -> web.StreamResponse:
-        entry = self._new_entry(request, "video")
-        response: web.StreamResponse | None = None
-        try:
-            fault = self._take_fault("video", random_ok=False)
-            if fault is not None:
-                entry["fault"] = fault.kind
-                if fault.kind == "slow":
-                    await asyncio.sleep(5.0 if fault.delay is None else fault.delay)
-                elif fault.kind == "drop":
-                    response = await self._video_drop(request)
-                    return response
-                elif fault.kind == "malformed":
-                    response = web.Response(body=b"not an mp4", content_type="video/mp4")
-                    return response
-                elif fault.kind == "missing_fields":
-                    response = web.Response(body=b"", content_type="video/mp4")
-                    return response
-                else:
-                    response = self._fault_response(request, fault, entry)
-                    return response
-            name = request.match_info["name"]
-            gen_id = name.removesuffix(".mp4")
-            with self._lock:
-                gen = self._generations.get(gen_id)
-                ok = name.endswith(".mp4") and gen is not None and gen.state_at(time.time()) == "completed"
-            if not ok:
-                response = self._error_response(request, _ApiError(404))
-                return response
-            response = web.Response(body=_sample_video(), content_type="video/mp4")
-            return response
-        finally:
-            if response is not None:
-                entry["status"] = response.status
-            self._finish_entry(entry)
-
-    @staticmethod
-    async def _video_drop(request: web.Request) -> web.StreamResponse:
-        data = _sample_video()
-        response = web.StreamResponse(status=200)
-        response.content_type = "video/mp4"
-        # Promise the whole body, send half, then cut the connection mid-download.
-        response.content_length = len(data)
-        await response.prepare(request)
-        await response.write(data[: len(data) // 2])
-        if request.transport is not None:
-            request.transport.abort()
-        return response
+        name = request.match_info["name"]
+        with self._lock:
+            gen = self._find(name.removesuffix(".mp4")) if name.endswith(".mp4") else None
+            ok = gen is not None and gen.state_at(time.time()) == "completed"
+        if not ok:
+            return self._error_response(request, ApiError(404))
+        return web.Response(body=sample_video(), content_type="video/mp4")
 
     async def _cdn_unknown(self, request: web.Request) -> web.Response:
-        return self._error_response(request, _ApiError(404))
+        return self._error_response(request, ApiError(404))
 
     # ------------------------------------------------------------------ control (/_sim/)
 
@@ -1109,6 +1253,13 @@ class LumaSimulator:
         "fault_rate",
         "fault_kinds",
         "status_code_as_string",
+        "single_hold_param",
+        "multi_hold_param",
+        "strict_query",
+        "luma_ai_routes_gone",
+        "universal_id_field",
+        "universal_id_suffix",
+        "universal_status_words",
     )
 
     async def _ctl_config(self, request: web.Request) -> web.Response:
@@ -1116,8 +1267,10 @@ class LumaSimulator:
         unknown = set(data) - set(self._CONFIG_KEYS)
         if unknown:
             raise web.HTTPBadRequest(text=f"unknown settings: {sorted(unknown)}")
-        if "multi_shape" in data and data["multi_shape"] not in MULTI_SHAPES:
-            raise web.HTTPBadRequest(text=f"multi_shape must be one of {MULTI_SHAPES}")
+        try:
+            _check_options(data)
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from None
         with self._lock:
             for key, value in data.items():
                 setattr(self, key, value)

@@ -202,7 +202,7 @@ def test_ignore_state_param_answers_at_once(sim: LumaSimulator) -> None:
     t0 = time.monotonic()
     assert get(sim, gen["id"], "completed").json()["state"] == "queued"
     r = requests.get(
-        sim.base_url + GENS, params={"generation_ids": gen["id"], "state": "completed"}, headers=auth(sim), timeout=5
+        sim.base_url + GENS, params={"generation_ids": gen["id"], "status": "completed"}, headers=auth(sim), timeout=5
     )
     assert r.json()[0]["state"] == "queued"
     assert time.monotonic() - t0 < 0.3
@@ -220,7 +220,7 @@ def test_multi_fetch_forms_and_shapes(sim: LumaSimulator, shape: str, form: str)
     ids = [a["id"], b["id"]]
     params = [("generation_ids[]", i) for i in ids] if form == "brackets" else [("generation_ids", ",".join(ids))]
     t0 = time.monotonic()
-    r = requests.get(sim.base_url + GENS, params=[*params, ("state", "completed")], headers=auth(sim), timeout=5)
+    r = requests.get(sim.base_url + GENS, params=[*params, ("status", "completed")], headers=auth(sim), timeout=5)
     assert r.status_code == 200
     body = r.json()
     items = body if shape == "list" else body[shape]
@@ -236,7 +236,7 @@ def test_multi_fetch_returns_early_on_any_failure_and_404(sim: LumaSimulator) ->
     url = sim.base_url + GENS
     t0 = time.monotonic()
     r = requests.get(
-        url, params={"generation_ids": f"{a['id']},{b['id']}", "state": "completed"}, headers=auth(sim), timeout=10
+        url, params={"generation_ids": f"{a['id']},{b['id']}", "status": "completed"}, headers=auth(sim), timeout=10
     )
     assert time.monotonic() - t0 < 1.5
     assert [g["state"] for g in r.json()] == ["queued", "failed"]
