@@ -35,11 +35,15 @@ class VideoDownload:
 
     :param conn_id: The Luma connection, for messages.
     :param logger: Where progress is logged (the hook's logger).
+    :param timeout: Connect and read time-outs (seconds) of one CDN request.
     """
 
-    def __init__(self, conn_id: str, logger: logging.Logger | Any) -> None:
+    def __init__(
+        self, conn_id: str, logger: logging.Logger | Any, timeout: tuple[float, float] = VIDEO_TIMEOUT
+    ) -> None:
         self.conn_id = conn_id
         self.log = logger
+        self.timeout = timeout
 
     def download(
         self,
@@ -88,7 +92,7 @@ class VideoDownload:
         try:
             with (
                 file,
-                requests.get(generation.video_url, stream=True, headers=headers, timeout=VIDEO_TIMEOUT) as answer,
+                requests.get(generation.video_url, stream=True, headers=headers, timeout=self.timeout) as answer,
             ):
                 if answer.status_code >= 400:
                     failure = error_for_response(

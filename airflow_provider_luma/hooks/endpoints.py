@@ -159,14 +159,26 @@ def create_plan(settings: LumaSettings, request: CreateRequest) -> Plan[Generati
     """Create a generation in the request's family; falls back to the universal endpoint if ``luma-ai`` is gone."""
     if request.api is ApiFamily.LUMA_AI and not luma_ai_gone(settings):
         try:
-            answer = yield Call("POST", LUMA_AI_GENERATION_PATH, "creating a generation", body=request.body)
-            return _created(answer.payload, ApiFamily.LUMA_AI)
+            answer = yield Call(
+                "POST", LUMA_AI_GENERATION_PATH, "creating a generation", body=request.body, parse=_created_luma_ai
+            )
+            return answer.payload
         except LumaRouteNotFoundError:
             _mark_luma_ai_gone(settings)
     if request.api is ApiFamily.LUMA_AI:
         request = to_universal(request)
-    answer = yield Call("POST", VIDEO_GENERATIONS_PATH, "creating a generation", body=request.body)
-    return _created(answer.payload, ApiFamily.VIDEO)
+    answer = yield Call(
+        "POST", VIDEO_GENERATIONS_PATH, "creating a generation", body=request.body, parse=_created_video
+    )
+    return answer.payload
+
+
+def _created_luma_ai(payload: Any) -> Generation:
+    return _created(payload, ApiFamily.LUMA_AI)
+
+
+def _created_video(payload: Any) -> Generation:
+    return _created(payload, ApiFamily.VIDEO)
 
 
 def _created(payload: Any, api: ApiFamily) -> Generation:
@@ -193,8 +205,10 @@ def fetch_plan(
     """Fetch one generation; a ``luma-ai`` one with ``target`` is a long poll, a universal one answers at once."""
     what = f"fetching generation {generation_id}"
     if api is ApiFamily.VIDEO:
-        answer = yield Call("GET", VIDEO_GENERATIONS_PATH, what, params={"generation_id": generation_id})
-        return Generation.from_api(answer.payload, api=api)
+        answer = yield Call(
+            "GET", VIDEO_GENERATIONS_PATH, what, params={"generation_id": generation_id}, parse=_video_generation
+        )
+        return answer.payload
     (generation,) = yield from _luma_ai_fetch(
         settings, "single", [generation_id], target, deadline, params=[("generation_id", generation_id)]
     )
@@ -229,11 +243,12 @@ def _luma_ai_fetch(
     path = LUMA_AI_GENERATION_PATH if kind == "single" else LUMA_AI_GENERATIONS_PATH
     what = f"fetching generation{'s' if len(ids) > 1 else ''} {', '.join(ids)}"
     hold = hold_parameter(settings, kind) if target is not None else None
+    parse = _luma_ai_generation if kind == "single" else _luma_ai_generation_list
     while True:
         name = hold.name if hold is not None else None
         query = params + ([(name, target.value)] if name is not None and target is not None else [])
         try:
-            answer: Answer = yield Call("GET", path, what, params=query, deadline=deadline)
+            answer: Answer = yield Call("GET", path, what, params=query, deadline=deadline, parse=parse)
         except LumaValidationError as error:
             if hold is None or name is None or not _names(error, name) or not hold.rejected(name):
                 raise
@@ -246,15 +261,23 @@ def _luma_ai_fetch(
                 http_status=error.http_status,
             ) from None
         break
-    generations = (
-        [Generation.from_api(answer.payload, api=ApiFamily.LUMA_AI)]
-        if kind == "single"
-        else parse_generation_list(answer.payload, api=ApiFamily.LUMA_AI)
-    )
+    generations: list[Generation] = answer.payload
     if hold is not None and name is not None and target is not None:
         reached = any(g.has_reached(target) or g.is_failed for g in generations)
         hold.observed(name, answer.seconds, reached, settings.long_poll_hold)
     return generations
+
+
+def _video_generation(payload: Any) -> Generation:
+    return Generation.from_api(payload, api=ApiFamily.VIDEO)
+
+
+def _luma_ai_generation(payload: Any) -> list[Generation]:
+    return [Generation.from_api(payload, api=ApiFamily.LUMA_AI)]
+
+
+def _luma_ai_generation_list(payload: Any) -> list[Generation]:
+    return parse_generation_list(payload, api=ApiFamily.LUMA_AI)
 
 
 def _names(error: LumaValidationError, name: str) -> bool:

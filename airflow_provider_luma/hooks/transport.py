@@ -14,7 +14,7 @@ import json
 import re
 import time
 import weakref
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -64,6 +64,8 @@ class Call:
     :param params: Query parameters.
     :param body: JSON body.
     :param deadline: UNIX time by which the call, with its retries, gives up.
+    :param parse: Turns the JSON into the result, inside the retried attempt: an answer that cannot
+        be read (a transient :class:`LumaResponseError`) is asked for again like any other glitch.
     """
 
     method: str
@@ -72,6 +74,7 @@ class Call:
     params: Any = None
     body: Mapping[str, Any] | None = None
     deadline: float | None = None
+    parse: Callable[[Any], Any] | None = None
 
     @property
     def creates(self) -> bool:
@@ -84,7 +87,7 @@ class Answer:
     """
     A successful answer.
 
-    :param payload: The parsed JSON body.
+    :param payload: The JSON body, turned into the result by the call's ``parse``.
     :param seconds: How long the call took (its last attempt), to tell a held long poll from an early answer.
     """
 
@@ -294,7 +297,8 @@ def _answer(
 ) -> Answer:
     if status >= 400:
         raise error_for_response(status, text, headers, what=call.what, conn_id=settings.conn_id, creates=call.creates)
-    return Answer(parse_json(text, what=call.what), time.monotonic() - started)
+    payload = parse_json(text, what=call.what)
+    return Answer(call.parse(payload) if call.parse else payload, time.monotonic() - started)
 
 
 def error_for_response(

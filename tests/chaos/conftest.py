@@ -60,9 +60,10 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """Shrink the hook's exponential back-off between retries (0.5 s → 0.01 s); the retry logic is untouched."""
     import tenacity
 
-    import airflow_provider_luma.hooks.luma as hook_module
+    from airflow_provider_luma.hooks import download, transport
 
-    monkeypatch.setattr(hook_module, "_RETRY_BACKOFF", tenacity.wait_fixed(0.01))
+    for module in (transport, download):
+        monkeypatch.setattr(module, "RETRY_BACKOFF", tenacity.wait_fixed(0.01))
 
 
 @pytest.fixture(scope="module")

@@ -86,7 +86,10 @@ class TestConnection:
         assert behaviour["relabeling"] == {"password": "API key"}
 
     def test_test_connection_accepts_a_good_key(self, luma_conn):
-        assert LumaHook().test_connection() == (True, "The Luma API accepted the key.")
+        assert LumaHook().test_connection() == (
+            True,
+            "The Luma API accepted the key on the luma-ai and video endpoints.",
+        )
         assert luma_conn.count("create") == 0  # the check costs nothing
 
     def test_test_connection_rejects_a_bad_key(self, monkeypatch, simulator):
@@ -381,4 +384,5 @@ def test_multi_fetch_in_several_chunks_holds_one_call_only(monkeypatch, simulato
     assert {g.state for g in hook.get_generations(ids, "completed")} == {"queued"}
     # Three chunks, but only the first is a long poll: about one hold, not three.
     assert time.monotonic() - started < 2 * simulator.hold_seconds
-    assert [("state" in r["query"]) for r in simulator.requests("list")] == [True, False, False]
+    # The multi fetch's hold parameter is "status", as the service's schema names it.
+    assert [("status" in r["query"]) for r in simulator.requests("list")] == [True, False, False]

@@ -35,14 +35,19 @@ async def the_event(trigger: LumaGenerationTrigger) -> dict:
 
 
 def test_serialize_holds_ids_state_connection_deadline_and_tuning_only():
-    trigger = LumaGenerationTrigger(["a1", "b2"], "dreaming", "my_luma", deadline=1234.5, min_poll_interval=2)
+    universal = "7c880e75-9892-4238-8464-49cb0c6deabd:luma/ray-2"
+    trigger = LumaGenerationTrigger(
+        ["a1", {"id": "b2", "api": "video"}, universal], "dreaming", "my_luma", deadline=1234.5, min_poll_interval=2
+    )
     classpath, kwargs = trigger.serialize()
     assert classpath == "airflow_provider_luma.triggers.luma.LumaGenerationTrigger"
     assert kwargs == {
-        "generation_ids": ["a1", "b2"],
+        "generation_ids": ["a1", "b2", universal],
         "target_state": "dreaming",
         "luma_conn_id": "my_luma",
         "deadline": 1234.5,
+        # A dict's family and an id's own suffix travel; a bare id is left to the connection's default.
+        "apis": {"b2": "video", universal: "video"},
         "min_poll_interval": 2.0,
     }
     assert LumaGenerationTrigger(**kwargs).serialize() == (classpath, kwargs)
