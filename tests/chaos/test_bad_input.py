@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from airflow_provider_luma.create_requests import build_create_request
 from airflow_provider_luma.errors import LumaConfigurationError, LumaInputError
 from airflow_provider_luma.hooks.luma import LumaHook
-from airflow_provider_luma.create_requests import build_create_request
 from airflow_provider_luma.models import GenerationState
 from airflow_provider_luma.operators.luma import LumaDownloadVideoOperator, LumaGenerateVideoOperator
 from airflow_provider_luma.sensors.luma import LumaGenerationSensor
