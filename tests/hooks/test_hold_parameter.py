@@ -6,6 +6,7 @@ multi fetch). Whichever name the server reads, strict or lenient about the other
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 
 import pytest
@@ -95,7 +96,7 @@ def test_when_neither_name_holds_the_wait_polls_at_min_poll_interval(monkeypatch
         assert [sorted(set(c["query"]) - {"generation_id"}) for c in calls[:2]] == [["state"], ["status"]]
         assert all(set(c["query"]) == {"generation_id"} for c in calls[2:])  # stopped probing
         first = [c for c in calls[2:] if c["query"]["generation_id"] == calls[0]["query"]["generation_id"]]
-        gaps = [b["time"] - a["time"] for a, b in zip(first, first[1:], strict=False)]
+        gaps = [b["time"] - a["time"] for a, b in itertools.pairwise(first)]
         assert gaps and min(gaps) >= 0.25, gaps  # paced, not a hot loop
         warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "neither 'state' nor" in r.message]
         assert len(warnings) == 1

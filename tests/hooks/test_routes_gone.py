@@ -34,7 +34,7 @@ def gone(monkeypatch):
         (
             {"model": "ray-flash-2", "aspect_ratio": "9:16"},
             {"prompt": "a fox", "model": "luma/ray-flash-2", "aspect_ratio": "9:16"},
-        ),  # fmt: skip
+        ),
     ],
 )
 def test_a_create_falls_back_to_the_universal_endpoint_once(gone, params, expected_body, caplog):
@@ -48,7 +48,8 @@ def test_a_create_falls_back_to_the_universal_endpoint_once(gone, params, expect
     assert hook.wait_for_generation(generation, timeout=30).state == "completed"
 
     LumaHook().create_generation("another fox", **params)  # remembered for the process: no second try
-    assert gone.count("create") == 1 and gone.count("video_create") == 2
+    assert gone.count("create") == 1
+    assert gone.count("video_create") == 2
     warnings = [r for r in caplog.records if "no longer serves the luma-ai endpoints" in r.getMessage()]
     assert len(warnings) == 1
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 
 import pytest
@@ -62,7 +63,7 @@ def test_universal_polls_are_spaced_by_poll_interval(monkeypatch, simulator):
     hook.wait_for_generation(generation, timeout=30)
     times = [r["time"] for r in simulator.requests("video_get")]
     assert 2 <= len(times) <= 4, times  # 5 s at one poll per 2 s: no hot loop, no hold to wait on
-    assert all(later - earlier >= 1.9 for earlier, later in zip(times, times[1:], strict=False)), times
+    assert all(later - earlier >= 1.9 for earlier, later in itertools.pairwise(times)), times
 
 
 def test_error_ends_the_wait_at_the_first_poll_that_sees_it(monkeypatch, simulator):
@@ -116,7 +117,8 @@ def test_ray_32_user_names_map_to_the_api_names(monkeypatch, simulator):
     body = simulator.requests("video_create")[-1]["json"]
     assert body["type"] == "video_edit"
     assert body["video_url"] == source.video_url
-    assert "edit_type" not in body and "source_video_url" not in body
+    assert "edit_type" not in body
+    assert "source_video_url" not in body
     assert hook.wait_for_generation(edited, timeout=30).state == "completed"
 
 
@@ -131,11 +133,13 @@ def test_a_generation_dict_routes_a_later_wait_and_download(monkeypatch, tmp_pat
                        universal_id_suffix=False) as sim:  # fmt: skip
         monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", connection_json(sim, poll_interval=2))
         created = LumaHook().create_generation("a fox", model="luma/ray-2").to_dict()
-        assert ":" not in created["id"] and created["api"] == "video"
+        assert ":" not in created["id"]
+        assert created["api"] == "video"
         done = LumaHook().wait_for_generation(created, timeout=30)
         path = LumaHook().download_video(done.to_dict(), tmp_path / "videos/")
         assert path.read_bytes()[4:8] == b"ftyp"
-        assert sim.count("get") == 0 and sim.count("video_get") >= 1
+        assert sim.count("get") == 0
+        assert sim.count("video_get") >= 1
 
 
 def test_a_bare_id_uses_the_connections_api_extra(monkeypatch):
@@ -144,7 +148,8 @@ def test_a_bare_id_uses_the_connections_api_extra(monkeypatch):
         monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", connection_json(sim, poll_interval=2, api="video"))
         bare_id = LumaHook().create_generation("a fox", model="luma/ray-2").id
         assert LumaHook().get_generation(bare_id).api is ApiFamily.VIDEO
-        assert sim.count("video_get") == 1 and sim.count("get") == 0
+        assert sim.count("video_get") == 1
+        assert sim.count("get") == 0
 
 
 def test_the_create_answer_may_name_the_id_generation_id(monkeypatch):
@@ -184,7 +189,8 @@ def test_a_mixed_wait_keeps_each_familys_pace(monkeypatch, simulator):
     assert {g.state for g in done} == {"completed"}
     held = [r for r in simulator.requests("get") if r["held"] > 1]
     polled = simulator.requests("video_get")
-    assert held and len(polled) >= 2
+    assert held
+    assert len(polled) >= 2
     overlaps = [p for p in polled for h in held if h["time"] < p["time"] < h["time"] + h["held"]]
     assert overlaps, "no universal poll happened while the long poll was held"
 
@@ -209,7 +215,8 @@ def test_universal_words_map_to_ours():
     ]:
         assert Generation.from_api({"id": "g", "status": word}).state == ours
     failed = Generation.from_api({"id": "g", "status": "error", "error": {"name": "E", "message": "no credits"}})
-    assert failed.is_failed and failed.failure_reason == "no credits"
+    assert failed.is_failed
+    assert failed.failure_reason == "no credits"
 
 
 def test_one_malformed_item_does_not_hide_the_others():
