@@ -246,7 +246,9 @@ class CreateRequest:
         return {"api": self.api.value, "body": dict(self.body)}
 
 
-def build_create_request(prompt: Any, *, model: Any = None, **parameters: Any) -> CreateRequest:
+def build_create_request(
+    prompt: Any, *, model: Any = None, cross_checks: bool = True, **parameters: Any
+) -> CreateRequest:
     """
     Check the parameters of a new generation and say where it goes; ``None`` values are left out.
 
@@ -256,6 +258,8 @@ def build_create_request(prompt: Any, *, model: Any = None, **parameters: Any) -
 
     :param prompt: What the video shows.
     :param model: The model id.
+    :param cross_checks: Check rules across parameters (e.g. Ray 3.2's ``hdr`` limits); off while some
+        values are not known yet (a DAG being parsed, with templates still to render).
     :param parameters: Any of :data:`CREATE_PARAMETERS` but ``model``.
     :raises LumaInputError: Naming the parameter and what is allowed, before anything is paid for.
     """
@@ -281,7 +285,7 @@ def build_create_request(prompt: Any, *, model: Any = None, **parameters: Any) -
             )
         entry = spec.fields[name]
         body[entry.api_name] = entry.check(name, value)
-    if spec.rule is not None:
+    if spec.rule is not None and cross_checks:
         spec.rule(body)
     return CreateRequest(spec.api, body)
 

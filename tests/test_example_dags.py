@@ -37,7 +37,7 @@ def test_every_example_dag_imports_without_network(tmp_path: Path, monkeypatch: 
     bag = dagbag(tmp_path)
 
     assert bag.import_errors == {}
-    assert set(bag.dag_ids) == {"luma_text_to_video", "luma_fan_out", "luma_extend"}
+    assert set(bag.dag_ids) == {"luma_text_to_video", "luma_fan_out", "luma_extend", "luma_universal"}
 
 
 def run_example(file_name: str, dag_id: str, output_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
@@ -129,3 +129,28 @@ def test_extend(airflow_db, luma_conn: LumaSimulator, tmp_path: Path, monkeypatc
 
         ti = dag_run.get_task_instance("extend")
         assert LumaVideoLink().get_link(ti.task, ti_key=ti.key) == extension["assets"]["video"]
+
+
+def test_universal(airflow_db, luma_conn: LumaSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dag_run = run_example("example_luma_universal.py", "luma_universal", tmp_path, monkeypatch)
+    assert_success(dag_run)
+
+    first, edit = luma_conn.generations()
+    assert first["id"].endswith(":luma/ray-2")
+    assert edit["id"].endswith(":luma/ray-3.2")
+    (edit_create,) = [r for r in luma_conn.requests("video_create") if r["json"]["model"] == "luma/ray-3.2"]
+    assert edit_create["json"]["type"] == "video_edit"
+    assert edit_create["json"]["video_url"] == first["video"]["url"]
+    # Every wait and fetch went to the universal endpoint; the luma-ai endpoints were never asked.
+    assert luma_conn.count("create") == luma_conn.count("get") == luma_conn.count("list") == 0
+    assert len(videos_below(tmp_path)) == 2
+
+    xcom = xcom_values(airflow_db, "luma_universal", dag_run.run_id)
+    assert xcom[("wait", -1, "return_value")]["api"] == "video"
+    assert xcom[("edit", -1, "return_value")]["usage"]["credits_used"] > 0
+
+
+def videos_below(folder: Path) -> list[Path]:
+    files = sorted(folder.rglob("*.mp4"))
+    assert all(file.read_bytes() == SAMPLE for file in files)
+    return files

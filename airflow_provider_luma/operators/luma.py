@@ -234,6 +234,7 @@ class LumaGenerateVideoOperator(BaseOperator):
 
     def _create_request(self, *, literal_only: bool = False) -> CreateRequest:
         values = {name: getattr(self, name) for name in _CREATE_FIELDS}
+        known = all(is_literal(value) for value in values.values())
         if literal_only:
             # A placeholder prompt and None for the rest let each literal value be checked on its own.
             values = {name: value if is_literal(value) else None for name, value in values.items()}
@@ -242,7 +243,7 @@ class LumaGenerateVideoOperator(BaseOperator):
             if not is_literal(self.model):
                 return CreateRequest(ApiFamily.LUMA_AI)  # which parameters are allowed is only known once rendered
         values["keyframes"] = normalize_keyframes(values["keyframes"])
-        return build_create_request(**values)
+        return build_create_request(**values, cross_checks=known or not literal_only)
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Submit the generation (or reuse an earlier try's), then, unless told not to, wait for it."""
