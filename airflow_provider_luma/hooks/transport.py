@@ -98,32 +98,47 @@ class Answer:
 Plan = Generator[Call, Answer, T]
 
 
+class _Done(Exception):
+    """The plan returned ``value``."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def _next_call(plan: Plan[Any], reply: Answer | LumaError | None) -> Call:
+    """Hand ``reply`` to the plan; its next call, or :class:`_Done` with its result."""
+    try:
+        return plan.throw(reply) if isinstance(reply, LumaError) else plan.send(reply)  # type: ignore[arg-type]
+    except StopIteration as done:
+        raise _Done(done.value) from None
+
+
 def run_plan(transport: SyncTransport, plan: Plan[T]) -> T:
     """Drive ``plan`` in this thread: each call it yields is made, its answer or error sent back."""
     reply: Answer | LumaError | None = None
-    while True:
-        try:
-            call = plan.throw(reply) if isinstance(reply, LumaError) else plan.send(reply)  # type: ignore[arg-type]
-        except StopIteration as done:
-            return done.value
-        try:
-            reply = transport.request(call)
-        except LumaError as error:
-            reply = error
+    try:
+        while call := _next_call(plan, reply):
+            try:
+                reply = transport.request(call)
+            except LumaError as error:
+                reply = error
+    except _Done as done:
+        return done.value
+    raise AssertionError("unreachable: a plan ends by returning")
 
 
 async def arun_plan(transport: AsyncTransport, plan: Plan[T]) -> T:
     """Async twin of :func:`run_plan`."""
     reply: Answer | LumaError | None = None
-    while True:
-        try:
-            call = plan.throw(reply) if isinstance(reply, LumaError) else plan.send(reply)  # type: ignore[arg-type]
-        except StopIteration as done:
-            return done.value
-        try:
-            reply = await transport.arequest(call)
-        except LumaError as error:
-            reply = error
+    try:
+        while call := _next_call(plan, reply):
+            try:
+                reply = await transport.arequest(call)
+            except LumaError as error:
+                reply = error
+    except _Done as done:
+        return done.value
+    raise AssertionError("unreachable: a plan ends by returning")
 
 
 def _retry_policy(settings: LumaSettings, call: Call) -> dict[str, Any]:

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,29 +19,7 @@ import requests
 
 from airflow_provider_luma.testing import SAMPLE_VIDEO_PATH, LumaSimulator
 from airflow_provider_luma.testing.pytest_plugin import luma_simulator  # noqa: F401  (fixture)
-
-GEN = "/v2/generate/video/luma-ai/generation"
-GENS = "/v2/generate/video/luma-ai/generations"
-
-
-@pytest.fixture
-def sim() -> Iterator[LumaSimulator]:
-    s = LumaSimulator(hold_seconds=1.0, queued_seconds=0.2, dreaming_seconds=0.3)
-    s.start()
-    try:
-        yield s
-    finally:
-        s.stop()
-
-
-def auth(s: LumaSimulator, key: str | None = None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key or s.api_key}"}
-
-
-def create(s: LumaSimulator, prompt: str = "a cat", **extra: Any) -> dict[str, Any]:
-    r = requests.post(s.base_url + GEN, json={"prompt": prompt, **extra}, headers=auth(s), timeout=5)
-    assert r.status_code == 201, r.text
-    return r.json()
+from tests.testing.calls import GEN, GENS, auth, create
 
 
 def get(s: LumaSimulator, gen_id: str, state: str | None = None, timeout: float = 10) -> requests.Response:

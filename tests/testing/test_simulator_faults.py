@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,25 +18,9 @@ import pytest
 import requests
 
 from airflow_provider_luma.testing import ENDPOINTS, FAULT_KINDS, LOG_ENDPOINTS, SAMPLE_VIDEO_PATH, LumaSimulator
+from tests.testing.calls import GEN, GENS, UNI, auth
 
-GEN = "/v2/generate/video/luma-ai/generation"
-GENS = "/v2/generate/video/luma-ai/generations"
-UNI = "/v2/video/generations"
 SAMPLE = SAMPLE_VIDEO_PATH.read_bytes()
-
-
-@pytest.fixture
-def sim() -> Iterator[LumaSimulator]:
-    s = LumaSimulator(hold_seconds=1.0, queued_seconds=0.2, dreaming_seconds=0.3)
-    s.start()
-    try:
-        yield s
-    finally:
-        s.stop()
-
-
-def auth(s: LumaSimulator, key: str | None = None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key or s.api_key}"}
 
 
 def post(s: LumaSimulator, path: str = GEN, key: str | None = None, **body: Any) -> requests.Response:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,31 +15,9 @@ import pytest
 import requests
 
 from airflow_provider_luma.testing import SAMPLE_VIDEO_PATH, UNIVERSAL_PATH, LumaSimulator
+from tests.testing.calls import GEN, GENS, UNI, auth, create
 
-GEN = "/v2/generate/video/luma-ai/generation"
-GENS = "/v2/generate/video/luma-ai/generations"
-UNI = "/v2/video/generations"
 UUID_RE = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-
-
-@pytest.fixture
-def sim() -> Iterator[LumaSimulator]:
-    s = LumaSimulator(hold_seconds=1.0, queued_seconds=0.2, dreaming_seconds=0.3)
-    s.start()
-    try:
-        yield s
-    finally:
-        s.stop()
-
-
-def auth(s: LumaSimulator, key: str | None = None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key or s.api_key}"}
-
-
-def create(s: LumaSimulator, prompt: str = "a cat", **extra: Any) -> dict[str, Any]:
-    r = requests.post(s.base_url + GEN, json={"prompt": prompt, **extra}, headers=auth(s), timeout=5)
-    assert r.status_code == 201, r.text
-    return r.json()
 
 
 def vcreate(s: LumaSimulator, model: str = "luma/ray-2", prompt: str = "a cat", **extra: Any) -> requests.Response:
