@@ -24,9 +24,7 @@ import json
 import math
 import os
 import platform
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+from airflow_provider_luma.testing.process import SimulatorProcess as _SimulatorProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "bench-key"
@@ -99,45 +99,12 @@ def _pin(pid: int, cpu: int) -> None:
         os.sched_setaffinity(pid, {cpus[cpu % len(cpus)]})
 
 
-class SimulatorProcess:
-    """The simulator CLI (``python -m airflow_provider_luma.testing``) in its own process, pinned to CPU 1."""
+class SimulatorProcess(_SimulatorProcess):
+    """The simulator CLI in its own process, pinned to CPU 1 (the waits measured run on CPU 0)."""
 
     def __init__(self, hold: float) -> None:
-        env = {**os.environ, "LUMA_SIMULATOR_API_KEY": API_KEY}
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "airflow_provider_luma.testing",
-                "--port",
-                "0",
-                "--cdn-port",
-                "0",
-                "--hold",
-                str(hold),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            env=env,
-            start_new_session=True,
-        )
-        line = self.process.stdout.readline() if self.process.stdout else ""
-        match = re.search(r"on (http://[^ ]+) ", line)
-        if not match:
-            self.stop()
-            raise RuntimeError(f"the simulator did not start: {line!r}")
-        self.base_url = match.group(1)
-        _pin(self.process.pid, 1)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        super().__init__(["--hold", str(hold)], api_key=API_KEY)
+        _pin(self.pid, 1)
 
 
 class Bench:

@@ -34,7 +34,8 @@ FAST_EXTRAS = {"min_poll_interval": 0.05, "max_backoff": 0.3, "timeout": 10, "ma
 
 def connection_json(sim: LumaSimulator, **extras) -> str:
     """The ``AIRFLOW_CONN_...`` JSON for ``sim`` with the sentinel key (and its hold, so early answers are told)."""
-    extra = {**FAST_EXTRAS, "long_poll_hold": sim.hold_seconds, **extras}
+    hold = {"long_poll_hold": sim.hold_seconds} if hasattr(sim, "hold_seconds") else {}
+    extra = {**FAST_EXTRAS, **hold, **extras}
     return json.dumps({"conn_type": "luma", "host": sim.base_url, "password": sim.api_key, "extra": extra})
 
 

@@ -7,10 +7,6 @@ import asyncio
 import gc
 import json
 import os
-import re
-import select
-import subprocess
-import sys
 import time
 import urllib.request
 from collections import Counter
@@ -18,6 +14,7 @@ from collections import Counter
 import pytest
 
 from airflow_provider_luma.hooks.luma import LumaHook
+from airflow_provider_luma.testing.process import SimulatorProcess
 from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
 from tests.conftest import SENTINEL_KEY, connection_json
 
@@ -37,50 +34,13 @@ def open_fds() -> int:
 @pytest.fixture
 def simulator_process(monkeypatch):
     """``python -m airflow_provider_luma.testing`` in its own process: holds 1 s, queued 1 s, dreaming 2 s."""
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "airflow_provider_luma.testing",
-            "--port",
-            "0",
-            "--cdn-port",
-            "0",
-            "--hold",
-            "1",
-            "--queued",
-            "1",
-            "--dreaming",
-            "2",
-            "--seed",
-            "7",
-        ],
-        env={**os.environ, "LUMA_SIMULATOR_API_KEY": SENTINEL_KEY},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        ready, _, _ = select.select([process.stdout], [], [], 30)
-        line = process.stdout.readline() if ready else ""
-        match = re.search(r"Luma simulator on (http://127\.0\.0\.1:\d+)", line)
-        assert match, f"the simulator did not start: {line!r}"
-        assert SENTINEL_KEY not in line
-
-        class Remote:  # what connection_json needs
-            base_url = match.group(1)
-            api_key = SENTINEL_KEY
-
-        monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", connection_json(Remote, timeout=10, max_retries=2))
-        yield Remote.base_url
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-        process.stdout.close()
+    args = ["--hold", "1", "--queued", "1", "--dreaming", "2", "--seed", "7"]
+    with SimulatorProcess(args, api_key=SENTINEL_KEY) as remote:
+        assert SENTINEL_KEY not in remote.banner
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_LUMA_DEFAULT", connection_json(remote, timeout=10, max_retries=2, long_poll_hold=1)
+        )
+        yield remote.base_url
 
 
 def control(base_url: str, path: str, body: dict | None = None):

@@ -6,18 +6,16 @@ Real HTTP on 127.0.0.1; assertions rest on answers, raw bytes and the request lo
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
 from airflow_provider_luma.testing import ENDPOINTS, FAULT_KINDS, LOG_ENDPOINTS, SAMPLE_VIDEO_PATH, LumaSimulator
+from airflow_provider_luma.testing.process import SimulatorProcess
 from tests.testing.calls import GEN, GENS, UNI, auth
 
 SAMPLE = SAMPLE_VIDEO_PATH.read_bytes()
@@ -295,16 +293,8 @@ def test_control_calls_not_logged(sim: LumaSimulator) -> None:
     assert sim.requests() == []
 
 
-def test_cli_flags(tmp_path: Path) -> None:
-    env = {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    cmd = [
-        sys.executable,
-        "-m",
-        "airflow_provider_luma.testing",
-        "--port",
-        "0",
-        "--cdn-port",
-        "0",
+def test_cli_flags() -> None:
+    flags = [
         "--single-hold-param",
         "status",
         "--multi-hold-param",
@@ -317,11 +307,8 @@ def test_cli_flags(tmp_path: Path) -> None:
         "--universal-status-words",
         "queued=waiting,dreaming=active",
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
-    try:
-        assert proc.stdout is not None
-        base = proc.stdout.readline().split()[3]
-        key = {"Authorization": "Bearer luma-simulator-key"}
+    with SimulatorProcess(flags) as remote:
+        base, key = remote.base_url, {"Authorization": f"Bearer {remote.api_key}"}
         r = requests.post(base + UNI, json={"model": "luma/ray-2", "prompt": "x"}, headers=key, timeout=5)
         assert set(r.json()) == {"generation_id", "status"}
         assert r.json()["status"] == "waiting"
@@ -331,11 +318,10 @@ def test_cli_flags(tmp_path: Path) -> None:
         assert r.json()["message"] == "Query validation error!"
         cfg = requests.post(base + "/_sim/config", json={}, timeout=5).json()
         assert (cfg["single_hold_param"], cfg["multi_hold_param"]) == ("status", "state")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=10)
-    assert proc.returncode == 0, err
+    assert remote.process.returncode == 0  # SIGTERM ends it cleanly
     bad = subprocess.run(
-        [*cmd[:3], "--universal-status-words", "running=x"], capture_output=True, text=True, env={**os.environ, **env}
+        [sys.executable, "-m", "airflow_provider_luma.testing", "--universal-status-words", "running=x"],
+        capture_output=True,
+        text=True,
     )
     assert bad.returncode == 2
