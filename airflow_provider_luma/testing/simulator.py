@@ -125,6 +125,8 @@ from airflow_provider_luma.testing.universal import (
     DEFAULT_STATUS_WORDS,
     UNIVERSAL_MODELS,
     UNIVERSAL_PATH,
+    check_keyframes,
+    check_prompt,
     render_universal,
     validate_universal,
 )
@@ -187,7 +189,6 @@ _ASPECT_RATIOS = ("1:1", "16:9", "9:16", "4:3", "3:4", "21:9", "9:21")
 _MODELS = ("ray-1-6", "ray-2", "ray-flash-2")
 _RESOLUTIONS = ("540p", "720p", "1080p", "4k")
 _DURATIONS = ("5s", "9s")
-_MAX_PROMPT = 2048
 _BODY_FIELDS = frozenset(
     {
         "prompt",
@@ -931,13 +932,7 @@ class LumaSimulator:
             return errors
         for key in sorted(set(body) - _BODY_FIELDS):
             err(key, f"Unrecognized property '{key}'")
-        prompt = body.get("prompt")
-        if "prompt" not in body:
-            err("prompt", "Required")
-        elif not isinstance(prompt, str):
-            err("prompt", "Expected string")
-        elif len(prompt) > _MAX_PROMPT:
-            err("prompt", f"String must contain at most {_MAX_PROMPT} character(s)")
+        check_prompt(body, err)
 
         def enum(name: str, values: tuple[str, ...], nullable: bool) -> None:
             if name not in body or (nullable and body[name] is None):
@@ -955,15 +950,7 @@ class LumaSimulator:
         cb = body.get("callback_url")
         if cb is not None and not isinstance(cb, str):
             err("callback_url", "Expected string or null")
-        keyframes = body.get("keyframes")
-        if keyframes is not None:
-            if not isinstance(keyframes, dict):
-                err("keyframes", "Expected object or null")
-            else:
-                for key in sorted(set(keyframes) - {"frame0", "frame1"}):
-                    err(f"keyframes.{key}", f"Unrecognized property '{key}'")
-                for name in ("frame0", "frame1"):
-                    self._validate_frame(keyframes.get(name), f"keyframes.{name}", err)
+        check_keyframes(body, err, self._validate_frame)
         return errors
 
     def _validate_frame(self, frame: Any, path: str, err: Callable[[str, str], None]) -> None:

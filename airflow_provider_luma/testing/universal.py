@@ -91,13 +91,7 @@ def validate_universal(body: Any, check_frame: FrameCheck) -> list[dict[str, Any
     if not isinstance(body, dict):
         err("", "Expected a JSON object")
         return errors
-    prompt = body.get("prompt")
-    if "prompt" not in body:
-        err("prompt", "Required")
-    elif not isinstance(prompt, str):
-        err("prompt", "Expected string")
-    elif len(prompt) > MAX_PROMPT:
-        err("prompt", f"String must contain at most {MAX_PROMPT} character(s)")
+    check_prompt(body, err)
     model = body.get("model")
     if "model" not in body:
         err("model", "Required")
@@ -147,16 +141,33 @@ def validate_universal(body: Any, check_frame: FrameCheck) -> list[dict[str, Any
         enum("resolution", _RAY2_RESOLUTIONS)
     if "duration" in allowed:
         duration((5, 9))
-    keyframes = body.get("keyframes")
-    if keyframes is not None:
-        if not isinstance(keyframes, dict):
-            err("keyframes", "Expected object or null")
-        else:
-            for key in sorted(set(keyframes) - {"frame0", "frame1"}):
-                err(f"keyframes.{key}", f"Unrecognized property '{key}'")
-            for name in ("frame0", "frame1"):
-                check_frame(keyframes.get(name), f"keyframes.{name}", err)
+    check_keyframes(body, err, check_frame)
     return errors
+
+
+def check_prompt(body: dict[str, Any], err: Err) -> None:
+    """The ``prompt`` rules both families share: required, a string, at most 2048 characters."""
+    prompt = body.get("prompt")
+    if "prompt" not in body:
+        err("prompt", "Required")
+    elif not isinstance(prompt, str):
+        err("prompt", "Expected string")
+    elif len(prompt) > MAX_PROMPT:
+        err("prompt", f"String must contain at most {MAX_PROMPT} character(s)")
+
+
+def check_keyframes(body: dict[str, Any], err: Err, check_frame: FrameCheck) -> None:
+    """The ``keyframes`` rules both families share: null or ``{frame0, frame1}``, each checked by ``check_frame``."""
+    keyframes = body.get("keyframes")
+    if keyframes is None:
+        return
+    if not isinstance(keyframes, dict):
+        err("keyframes", "Expected object or null")
+        return
+    for key in sorted(set(keyframes) - {"frame0", "frame1"}):
+        err(f"keyframes.{key}", f"Unrecognized property '{key}'")
+    for name in ("frame0", "frame1"):
+        check_frame(keyframes.get(name), f"keyframes.{name}", err)
 
 
 def _ray3_rules(body: dict[str, Any], err: Err) -> None:
