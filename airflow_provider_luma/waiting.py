@@ -8,6 +8,7 @@ The waiting logic, written once and driven by the sync hook, the trigger and the
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -17,6 +18,7 @@ from typing import Any, Literal
 from airflow_provider_luma.errors import (
     LumaError,
     LumaGenerationFailedError,
+    LumaInputError,
     LumaWaitTimeoutError,
 )
 from airflow_provider_luma.models import ApiFamily, Generation, GenerationState
@@ -26,6 +28,56 @@ log = logging.getLogger(__name__)
 WaitStatus = Literal["success", "failed", "timeout", "error"]
 #: Answers in a row that may leave out a generation asked for before the wait gives up on it.
 MISSING_ANSWERS_LIMIT = 3
+#: The most seconds any time setting may hold: a day. Beyond it a socket time-out overflows ``time_t``.
+MAX_SECONDS = 86400.0
+#: The least seconds of each pacing setting (connection extras and trigger arguments alike): below
+#: them a server that answers at once, or fails at once, would be asked again in a tight loop.
+PACING_FLOORS: dict[str, float] = {
+    "min_poll_interval": 0.05,
+    "poll_interval": 2.0,
+    "initial_backoff": 0.05,
+    "max_backoff": 0.1,
+}
+
+
+def checked_number(
+    value: Any,
+    *,
+    what: str,
+    minimum: float,
+    maximum: float | None = None,
+    whole: bool = False,
+    error: type[LumaError] = LumaInputError,
+) -> float:
+    """
+    ``value`` as a finite number within bounds, or raise ``error`` saying what to fix.
+
+    The one check of every number a user sets (connection extras, trigger arguments): ``nan`` and
+    ``inf`` are refused too, which a plain ``value < minimum`` lets through.
+
+    :param value: A number, or its text (``"90"``).
+    :param what: Names the setting at the start of the message, e.g. ``"Extra 'timeout' of connection 'x'"``.
+    :param minimum: The least value allowed.
+    :param maximum: The greatest value allowed, if any.
+    :param whole: Whether only whole numbers are allowed (``2.0`` is, ``2.5`` is not).
+    :param error: The :class:`LumaError` class to raise.
+    """
+    expected = "a finite whole number" if whole else "a finite number"
+    try:
+        if isinstance(value, bool):  # float(True) is 1.0: almost surely a mistake
+            raise ValueError
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise error(f"{what} is {value!r}: expected {expected}.")
+    if whole and not number.is_integer():
+        raise error(f"{what} is {value!r}: expected a whole number.")
+    if number < minimum:
+        raise error(f"{what} must be at least {minimum:g}, not {value!r}.")
+    if maximum is not None and number > maximum:
+        raise error(f"{what} must be at most {maximum:g}, not {value!r}.")
+    return number
 
 
 @dataclass(frozen=True)
