@@ -149,11 +149,11 @@ class Finished:
     error: LumaError | None = None
 
     def to_event(self) -> dict[str, Any]:
-        """The plain-JSON trigger event payload."""
+        """The plain-JSON trigger event payload; generations in their compact form (events live in the DB)."""
         return {
             "status": self.status,
             "message": self.message,
-            "generations": [generation.to_dict() for generation in self.generations],
+            "generations": [generation.to_dict(compact=True) for generation in self.generations],
         }
 
     def result(self) -> list[Generation]:
