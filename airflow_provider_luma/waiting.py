@@ -215,6 +215,11 @@ class WaitLoop:
         """The ids that have not reached the target yet."""
         return [i for i in self.generation_ids if not (i in self.latest and self.latest[i].has_reached(self.target))]
 
+    @property
+    def left_out_ids(self) -> list[str]:
+        """The ids the latest answer left out (counting towards :data:`MISSING_ANSWERS_LIMIT`)."""
+        return [i for i in self.generation_ids if self._missing.get(i, 0) > 0]
+
     def first_step(self) -> Step:
         """The first thing to do."""
         return self._next_poll()
@@ -346,6 +351,11 @@ class Wait:
     def target(self) -> GenerationState:
         """The state waited for."""
         return self.loops[0].target
+
+    @property
+    def left_out_ids(self) -> list[str]:
+        """The ids the latest answers left out, in every family."""
+        return [i for loop in self.loops for i in loop.left_out_ids]
 
     def observe(self, generations: Iterable[Generation]) -> Finished | None:
         """Record what is already known (e.g. a create answer); how the wait ended, or ``None``."""
