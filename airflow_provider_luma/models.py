@@ -13,6 +13,14 @@ from airflow_provider_luma.errors import LumaInputError, LumaResponseError
 
 log = logging.getLogger(__name__)
 
+#: Keys of an API answer never stored (XCom, trigger events): the echo of our own request, whose
+#: callback and keyframe URLs are often pre-signed. Only this key: other stored summaries may come.
+UNSTORED_KEYS = frozenset({"request"})
+#: All a compact generation (a trigger event's) carries: the parsed fields and two short API ones.
+EVENT_KEYS = ("id", "state", "failure_reason", "video_url", "created_at", "api", "usage", "model", "generation_type")
+#: Characters no id has, but a Python list or dict rendered as text does (``"['a', 'b']"``).
+_RENDERED_OBJECT_CHARS = frozenset("'\"[](){}")
+
 
 class ApiFamily(StrEnum):
     """
@@ -207,15 +215,24 @@ class Generation:
             raw=dict(payload),
         )
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, compact: bool = False) -> dict[str, Any]:
         """
-        Plain JSON for XCom and trigger events: the API's own object with the parsed fields on top.
+        Plain JSON for XCom and trigger events: the API's own object with the parsed fields on top,
+        without the echo of the request (see :data:`UNSTORED_KEYS`).
 
         ``video_url`` is always present, so users need not know where the API put it; ``api`` says
         which endpoint family later calls must use.
+
+        :param compact: Only :data:`EVENT_KEYS` (what trigger events carry, kept small in the
+            metadata DB); :meth:`from_dict` rebuilds the same generation from either form.
         """
+        if compact:
+            short = {key: self.raw.get(key) for key in ("model", "generation_type")}
+            kept: dict[str, Any] = {key: value if isinstance(value, str) else None for key, value in short.items()}
+        else:
+            kept = {key: value for key, value in self.raw.items() if key not in UNSTORED_KEYS}
         return {
-            **self.raw,
+            **kept,
             "id": self.id,
             "state": self.state,
             "failure_reason": self.failure_reason,
@@ -361,6 +378,12 @@ def normalize_generation_refs(
     for ref in refs:
         if ref.id in ("None", "null"):
             raise LumaInputError(f"{parameter} rendered to {ref.id!r}: the upstream task returned no id.")
+        if any(ch in _RENDERED_OBJECT_CHARS for ch in ref.id):
+            raise LumaInputError(
+                f"{parameter} holds {ref.id!r}, which looks like part of a Python list or dict rendered as text: "
+                "set render_template_as_native_obj=True on the DAG (or pass the task's output itself, not a "
+                "template of it)."
+            )
         if any(ch.isspace() for ch in ref.id) or len(ref.id) > 128:
             raise LumaInputError(f"{parameter} holds a malformed generation id {ref.id!r}.")
     unique: dict[str, GenerationRef] = {}

@@ -8,6 +8,7 @@ The waiting logic, written once and driven by the sync hook, the trigger and the
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -17,6 +18,7 @@ from typing import Any, Literal
 from airflow_provider_luma.errors import (
     LumaError,
     LumaGenerationFailedError,
+    LumaInputError,
     LumaWaitTimeoutError,
 )
 from airflow_provider_luma.models import ApiFamily, Generation, GenerationState
@@ -26,6 +28,56 @@ log = logging.getLogger(__name__)
 WaitStatus = Literal["success", "failed", "timeout", "error"]
 #: Answers in a row that may leave out a generation asked for before the wait gives up on it.
 MISSING_ANSWERS_LIMIT = 3
+#: The most seconds any time setting may hold: a day. Beyond it a socket time-out overflows ``time_t``.
+MAX_SECONDS = 86400.0
+#: The least seconds of each pacing setting (connection extras and trigger arguments alike): below
+#: them a server that answers at once, or fails at once, would be asked again in a tight loop.
+PACING_FLOORS: dict[str, float] = {
+    "min_poll_interval": 0.05,
+    "poll_interval": 2.0,
+    "initial_backoff": 0.05,
+    "max_backoff": 0.1,
+}
+
+
+def checked_number(
+    value: Any,
+    *,
+    what: str,
+    minimum: float,
+    maximum: float | None = None,
+    whole: bool = False,
+    error: type[LumaError] = LumaInputError,
+) -> float:
+    """
+    ``value`` as a finite number within bounds, or raise ``error`` saying what to fix.
+
+    The one check of every number a user sets (connection extras, trigger arguments): ``nan`` and
+    ``inf`` are refused too, which a plain ``value < minimum`` lets through.
+
+    :param value: A number, or its text (``"90"``).
+    :param what: Names the setting at the start of the message, e.g. ``"Extra 'timeout' of connection 'x'"``.
+    :param minimum: The least value allowed.
+    :param maximum: The greatest value allowed, if any.
+    :param whole: Whether only whole numbers are allowed (``2.0`` is, ``2.5`` is not).
+    :param error: The :class:`LumaError` class to raise.
+    """
+    expected = "a finite whole number" if whole else "a finite number"
+    try:
+        if isinstance(value, bool):  # float(True) is 1.0: almost surely a mistake
+            raise ValueError
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise error(f"{what} is {value!r}: expected {expected}.")
+    if whole and not number.is_integer():
+        raise error(f"{what} is {value!r}: expected a whole number.")
+    if number < minimum:
+        raise error(f"{what} must be at least {minimum:g}, not {value!r}.")
+    if maximum is not None and number > maximum:
+        raise error(f"{what} must be at most {maximum:g}, not {value!r}.")
+    return number
 
 
 @dataclass(frozen=True)
@@ -97,11 +149,11 @@ class Finished:
     error: LumaError | None = None
 
     def to_event(self) -> dict[str, Any]:
-        """The plain-JSON trigger event payload."""
+        """The plain-JSON trigger event payload; generations in their compact form (events live in the DB)."""
         return {
             "status": self.status,
             "message": self.message,
-            "generations": [generation.to_dict() for generation in self.generations],
+            "generations": [generation.to_dict(compact=True) for generation in self.generations],
         }
 
     def result(self) -> list[Generation]:
@@ -162,6 +214,11 @@ class WaitLoop:
     def pending_ids(self) -> list[str]:
         """The ids that have not reached the target yet."""
         return [i for i in self.generation_ids if not (i in self.latest and self.latest[i].has_reached(self.target))]
+
+    @property
+    def left_out_ids(self) -> list[str]:
+        """The ids the latest answer left out (counting towards :data:`MISSING_ANSWERS_LIMIT`)."""
+        return [i for i in self.generation_ids if self._missing.get(i, 0) > 0]
 
     def first_step(self) -> Step:
         """The first thing to do."""
@@ -294,6 +351,11 @@ class Wait:
     def target(self) -> GenerationState:
         """The state waited for."""
         return self.loops[0].target
+
+    @property
+    def left_out_ids(self) -> list[str]:
+        """The ids the latest answers left out, in every family."""
+        return [i for loop in self.loops for i in loop.left_out_ids]
 
     def observe(self, generations: Iterable[Generation]) -> Finished | None:
         """Record what is already known (e.g. a create answer); how the wait ended, or ``None``."""

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from functools import cached_property
 from typing import Any
 
@@ -480,7 +481,9 @@ class LumaHook(BaseHook):
             step = loop.after_poll(answer, time.monotonic() - started)
         return step
 
-    def check_once(self, wait: Wait, *, hold: bool, deadline: float | None = None) -> Finished | None:
+    def check_once(
+        self, wait: Wait, *, hold: bool, deadline: float | None = None, max_retries: int | None = None
+    ) -> Finished | None:
         """
         One poll per family, judged by the wait's own rules: how the wait ended, or ``None`` while it
         goes on. Universal generations first: they answer at once, a held long poll may not.
@@ -488,7 +491,13 @@ class LumaHook(BaseHook):
         :param wait: The wait (see :meth:`new_wait`).
         :param hold: Long-poll the ``luma-ai`` generations (a sensor's poke) or ask for their state now.
         :param deadline: UNIX time by which each call gives up; default: the wait's deadline.
+        :param max_retries: Retries of each call instead of the connection's ``max_retries`` (``0``: a
+            quick look that leaves transient errors to a later check).
         """
+        if max_retries is not None and max_retries != self.settings.max_retries:
+            hook = LumaHook(luma_conn_id=self.luma_conn_id)
+            hook.settings = replace(self.settings, max_retries=max_retries)  # type: ignore[misc]
+            return hook.check_once(wait, hold=hold, deadline=deadline)
         results = []
         for loop in sorted(wait.loops, key=lambda loop: loop.api.holds):
             poll = Poll(
@@ -512,7 +521,9 @@ class LumaHook(BaseHook):
     def test_connection(self) -> tuple[bool, str]:
         """
         Check the key without paying: fetch an id that cannot exist from each endpoint family; a
-        "not found" means the key was accepted there. Used by the Test button of the Airflow UI.
+        "not found" of that generation means the key was accepted there. A "no such route" (the
+        framework's generic ``Cannot GET /path`` 404) means the family is gone from the server, and
+        proves nothing about the key. Used by the Test button of the Airflow UI.
         """
         reached: list[str] = []
         gone: list[str] = []
@@ -532,7 +543,11 @@ class LumaHook(BaseHook):
                 return False, error.message
             reached.append(family.value)
         if not reached:
-            return False, f"The server at {self.settings.base_url} serves neither Luma endpoint family."
+            return False, (
+                f"The server at {self.settings.base_url} has no Luma endpoints: it answered 'no such route' (404 "
+                f"'Cannot GET ...') on the {' and the '.join(gone)} endpoints, so the key was not checked. It is "
+                "not the AI/ML API, or the host's path is wrong: check the connection's host."
+            )
         message = f"The Luma API accepted the key on the {' and '.join(reached)} endpoints."
         if gone:
             message += f" The {' and '.join(gone)} endpoints are gone from this server."

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from airflow_provider_luma.errors import LumaConfigurationError
 from airflow_provider_luma.models import ApiFamily
 from airflow_provider_luma.version import __version__
-from airflow_provider_luma.waiting import WaitPacing
+from airflow_provider_luma.waiting import MAX_SECONDS, PACING_FLOORS, WaitPacing, checked_number
 
 if TYPE_CHECKING:
     from airflow.models import Connection
@@ -82,10 +82,14 @@ class LumaSettings:
                 f"Connection {conn_id!r} has no API key: put your AI/ML API key in its password field."
             )
         base_url = _base_url(conn)
-        allow_http = _extra(extras, conn_id, "allow_insecure_http", bool, False)
+        allow_http = _flag(extras, conn_id, "allow_insecure_http")
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise LumaConfigurationError(f"Connection {conn_id!r} has an invalid host {base_url!r}.")
+        if parts.query or parts.fragment or base_url.endswith(("?", "#")):
+            raise LumaConfigurationError(
+                f"Connection {conn_id!r} has a query or fragment in its host {base_url!r}: give the base URL only."
+            )
         if parts.scheme == "http" and not allow_http and not is_loopback(parts.hostname):
             raise LumaConfigurationError(
                 f"Connection {conn_id!r} points at {base_url!r} over plain http, which would send the API key "
@@ -102,16 +106,16 @@ class LumaSettings:
             conn_id=conn_id,
             base_url=base_url,
             api_key=api_key,
-            timeout=_extra(extras, conn_id, "timeout", float, cls.timeout, minimum=1.0),
-            connect_timeout=_extra(extras, conn_id, "connect_timeout", float, cls.connect_timeout, minimum=0.1),
-            max_retries=_extra(extras, conn_id, "max_retries", int, cls.max_retries, minimum=0),
-            ids_per_request=_extra(extras, conn_id, "ids_per_request", int, cls.ids_per_request, minimum=1),
-            min_poll_interval=_extra(extras, conn_id, "min_poll_interval", float, cls.min_poll_interval, minimum=0.0),
-            poll_interval=_extra(extras, conn_id, "poll_interval", float, cls.poll_interval, minimum=2.0),
-            max_backoff=_extra(extras, conn_id, "max_backoff", float, cls.max_backoff, minimum=0.0),
-            comma_separated_ids=_extra(extras, conn_id, "comma_separated_ids", bool, False),
+            timeout=_seconds(extras, conn_id, "timeout", cls.timeout, 1.0),
+            connect_timeout=_seconds(extras, conn_id, "connect_timeout", cls.connect_timeout, 0.1),
+            max_retries=_whole(extras, conn_id, "max_retries", cls.max_retries, 0),
+            ids_per_request=_whole(extras, conn_id, "ids_per_request", cls.ids_per_request, 1),
+            min_poll_interval=_seconds(extras, conn_id, "min_poll_interval", cls.min_poll_interval),
+            poll_interval=_seconds(extras, conn_id, "poll_interval", cls.poll_interval),
+            max_backoff=_seconds(extras, conn_id, "max_backoff", cls.max_backoff),
+            comma_separated_ids=_flag(extras, conn_id, "comma_separated_ids"),
             api=family,
-            long_poll_hold=_extra(extras, conn_id, "long_poll_hold", float, cls.long_poll_hold, minimum=0.1),
+            long_poll_hold=_seconds(extras, conn_id, "long_poll_hold", cls.long_poll_hold, 0.1),
             single_hold_param=_hold_name(extras, conn_id, "single_hold_param"),
             multi_hold_param=_hold_name(extras, conn_id, "multi_hold_param"),
         )
@@ -150,6 +154,7 @@ class LumaSettings:
 
 def _base_url(conn: Connection) -> str:
     host = (conn.host or "").strip().rstrip("/") or DEFAULT_HOST
+    _refuse_ambiguous_host(host, conn.conn_id)
     if "://" not in host:
         if host.count(":") > 1 and not host.startswith("["):
             host = f"[{host}]"  # a bare IPv6 address
@@ -164,6 +169,25 @@ def _base_url(conn: Connection) -> str:
         hostname = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
         host = f"{parts.scheme}://{hostname}:{conn.port}{parts.path}"
     return host
+
+
+def _refuse_ambiguous_host(host: str, conn_id: str | None) -> None:
+    """Refuse host texts that clients read differently, or that carry credentials; never echo them."""
+    if "\\" in host:
+        # urlsplit takes "http://evil\\@localhost" for localhost, urllib3 and browsers for "evil": the
+        # plain-http guard would check one host and the key would go to the other.
+        raise LumaConfigurationError(
+            f"Connection {conn_id!r} has a backslash in its host, which HTTP clients read in different ways: remove it."
+        )
+    if any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in host):
+        raise LumaConfigurationError(f"Connection {conn_id!r} has a space or control character in its host.")
+    authority = host.split("://", 1)[-1].split("/", 1)[0]
+    if "@" in authority:
+        # requests would send them as Basic auth instead of the bearer key; aiohttp refuses them.
+        raise LumaConfigurationError(
+            f"Connection {conn_id!r} has a user name or password in its host URL: remove them; the API key "
+            "belongs in the connection's password field."
+        )
 
 
 def is_loopback(hostname: str) -> bool:
@@ -188,22 +212,32 @@ def _hold_name(extras: Mapping[str, Any], conn_id: str, name: str) -> str | None
     return text
 
 
-def _extra(extras: Mapping[str, Any], conn_id: str, name: str, kind: type, default: Any, minimum: float | None = None):
+def _flag(extras: Mapping[str, Any], conn_id: str, name: str) -> bool:
     value = extras.get(name)
     if value is None or value == "":
-        return default
-    try:
-        if kind is bool:
-            if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
-                return value.strip().lower() in ("true", "1", "yes")
-            if isinstance(value, bool):
-                return value
-            raise ValueError
-        converted = kind(value)
-    except (TypeError, ValueError):
-        raise LumaConfigurationError(
-            f"Extra {name!r} of connection {conn_id!r} is {value!r}: expected {kind.__name__}."
-        ) from None
-    if minimum is not None and converted < minimum:
-        raise LumaConfigurationError(f"Extra {name!r} of connection {conn_id!r} must be at least {minimum}.")
-    return converted
+        return False
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
+        return value.strip().lower() in ("true", "1", "yes")
+    if isinstance(value, bool):
+        return value
+    raise LumaConfigurationError(f"Extra {name!r} of connection {conn_id!r} is {value!r}: expected true or false.")
+
+
+def _number(extras: Mapping[str, Any], conn_id: str, name: str, **limits: Any) -> float | None:
+    value = extras.get(name)
+    if value is None or value == "":
+        return None
+    what = f"Extra {name!r} of connection {conn_id!r}"
+    return checked_number(value, what=what, error=LumaConfigurationError, **limits)
+
+
+def _seconds(extras: Mapping[str, Any], conn_id: str, name: str, default: float, minimum: float | None = None) -> float:
+    """A time extra: finite, at least ``minimum`` (default: its pacing floor), at most a day."""
+    floor = PACING_FLOORS[name] if minimum is None else minimum
+    number = _number(extras, conn_id, name, minimum=floor, maximum=MAX_SECONDS)
+    return default if number is None else number
+
+
+def _whole(extras: Mapping[str, Any], conn_id: str, name: str, default: int, minimum: int) -> int:
+    number = _number(extras, conn_id, name, minimum=minimum, whole=True)
+    return default if number is None else int(number)

@@ -10,6 +10,7 @@ drive the same plan over either transport, so every decision is written once.
 from __future__ import annotations
 
 import asyncio
+import http.cookiejar
 import json
 import re
 import time
@@ -189,6 +190,8 @@ class SyncTransport:
         self.settings = settings
         self.session = requests.Session()
         self.session.headers.update(settings.headers)
+        # The API needs no cookies: keep none between calls (nothing set by one answer rides the next).
+        self.session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
 
     def request(self, call: Call) -> Answer:
         """Make ``call`` with retries; return its answer or raise the matching :class:`LumaError`."""
@@ -231,7 +234,11 @@ _SHARED_SESSIONS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _SharedSe
 
 def _new_session() -> aiohttp.ClientSession:
     # limit=0: concurrent long polls must never queue behind each other in the pool.
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+    # DummyCookieJar: the session is shared by every connection and key on the loop; it keeps no cookies.
+    # trust_env: HTTP(S)_PROXY / NO_PROXY apply as they do to the worker's requests session.
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0), cookie_jar=aiohttp.DummyCookieJar(), trust_env=True
+    )
 
 
 class AsyncTransport:

@@ -28,9 +28,13 @@ from airflow_provider_luma.models import (
     normalize_generation_refs,
 )
 from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
+from airflow_provider_luma.waiting import MISSING_ANSWERS_LIMIT, PACING_FLOORS, Wait
 
 #: How much later than the trigger's own deadline Airflow's deferral time-out fires: a backstop only.
 DEFERRAL_TIMEOUT_MARGIN = timedelta(minutes=2)
+#: How long the check before deferring may hold the worker slot: one quick look, no retries; the
+#: trigger waits out whatever is slow (a hanging API, a 429 asking for a minute).
+FIRST_CHECK_SECONDS = 5.0
 
 
 def is_literal(value: Any) -> bool:
@@ -101,6 +105,9 @@ class LumaGenerationSensor(BaseSensorOperator):
         self.luma_conn_id = luma_conn_id
         self.api = ApiFamily.parse(api).value if api is not None else None
         self.deferrable = deferrable
+        # Poke mode: one wait for all pokes of a try, so that its rules (an id left out of answers
+        # MISSING_ANSWERS_LIMIT times in a row) span pokes; keyed by (try number, ids).
+        self._poke_wait: tuple[tuple[Any, ...], Wait] | None = None
         # Check literal ids now, at DAG parse time; templates and XComArgs are checked when rendered.
         if is_literal(self._given_ids):
             self._resolve_ids()
@@ -129,12 +136,16 @@ class LumaGenerationSensor(BaseSensorOperator):
         deadline = time.time() + self.timeout
         settings = self.hook.settings
         wait = self.hook.new_wait(refs, self.target_state, deadline=deadline)
-        # A transient error here is no news: defer all the same, the trigger keeps asking.
-        finished = self.hook.check_once(wait, hold=False)
+        # A quick look, bounded and not retried: a transient error or a slow API here is no news,
+        # defer all the same; the trigger keeps asking until the sensor's own deadline.
+        quick = min(deadline, time.time() + FIRST_CHECK_SECONDS)
+        finished = self.hook.check_once(wait, hold=False, deadline=quick, max_retries=0)
         if finished is not None:
             return self._finish(finished.to_event())
         resolved = [ref.resolved(settings.api) for ref in refs]
-        tuning = {"poll_interval": float(self.poke_interval)} if self._given_poke_interval else {}
+        # Never below the pacing floor the trigger enforces (a sensor's poke_interval may be 1 s).
+        interval = max(float(self.poke_interval), PACING_FLOORS["poll_interval"])
+        tuning = {"poll_interval": interval} if self._given_poke_interval else {}
         self.defer(
             trigger=LumaGenerationTrigger(
                 generation_ids=[ref.id for ref in resolved],
@@ -154,12 +165,29 @@ class LumaGenerationSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> PokeReturnValue:
         """One long poll, held by the server at most the connection's time-out."""
-        wait = self.hook.new_wait(self._resolve_ids(), self.target_state)  # Airflow enforces the sensor's timeout
+        wait = self._wait_for_poke(context)  # Airflow enforces the sensor's timeout
         deadline = time.time() + min(self.hook.settings.timeout, float(self.timeout))
         finished = self.hook.check_once(wait, hold=True, deadline=deadline)
+        if self.reschedule:
+            # Nothing of this poke reaches the next (a new sensor object; XCom is cleared at each
+            # start), so ids an answer left out are asked for again now, as a wait would.
+            for _ in range(MISSING_ANSWERS_LIMIT - 1):
+                if finished is not None or not wait.left_out_ids or time.time() >= deadline:
+                    break
+                time.sleep(self.hook.settings.min_poll_interval)
+                finished = self.hook.check_once(wait, hold=False, deadline=deadline)
         if finished is None:
             return PokeReturnValue(is_done=False)
         return PokeReturnValue(is_done=True, xcom_value=self._finish(finished.to_event()))
+
+    def _wait_for_poke(self, context: Context) -> Wait:
+        """The wait of this poke: in poke mode the same one for every poke of a try."""
+        refs = self._resolve_ids()
+        ti = context.get("ti")
+        key = (getattr(ti, "try_number", None), *(ref.id for ref in refs))
+        if self._poke_wait is None or self._poke_wait[0] != key:
+            self._poke_wait = (key, self.hook.new_wait(refs, self.target_state))
+        return self._poke_wait[1]
 
     def _finish(self, event: Mapping[str, Any] | None) -> Any:
         if not event or "status" not in event:

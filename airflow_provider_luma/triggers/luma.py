@@ -11,10 +11,10 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_provider_luma.errors import LumaError, LumaInputError
 from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.models import ApiFamily, GenerationRef, GenerationState, normalize_generation_refs
-from airflow_provider_luma.waiting import Finished
+from airflow_provider_luma.waiting import MAX_SECONDS, PACING_FLOORS, Finished, checked_number
 
 #: Pacing settings a trigger may carry; unset ones come from the connection.
-TUNING_KEYS = ("min_poll_interval", "poll_interval", "initial_backoff", "max_backoff")
+TUNING_KEYS = tuple(PACING_FLOORS)
 
 
 class LumaGenerationTrigger(BaseTrigger):
@@ -57,8 +57,15 @@ class LumaGenerationTrigger(BaseTrigger):
         self.generation_ids = [ref.id for ref in self.refs]
         self.target_state = GenerationState.waitable(target_state).value
         self.luma_conn_id = luma_conn_id
-        self.deadline = None if deadline is None else float(deadline)
-        self.tuning = {key: float(value) for key, value in tuning.items() if value is not None}
+        self.deadline = None if deadline is None else checked_number(deadline, what=self._what("deadline"), minimum=0)
+        self.tuning = {
+            key: checked_number(value, what=self._what(key), minimum=PACING_FLOORS[key], maximum=MAX_SECONDS)
+            for key, value in tuning.items()
+            if value is not None
+        }
+
+    def _what(self, name: str) -> str:
+        return f"{type(self).__name__} setting {name!r}"
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Classpath and plain-JSON kwargs: ids, state, connection id, deadline and tuning; never a secret."""
