@@ -96,7 +96,7 @@ def test_text_to_video_waits_in_worker_and_sends_every_parameter(luma_conn, cont
     ]
     assert result["state"] == "completed"
     assert result["video_url"] == f"{luma_conn.cdn_url}/videos/{result['id']}.mp4"
-    assert result["request"]["prompt"] == "A red fox in fresh snow"
+    assert "request" not in result  # the echo of the request (often pre-signed URLs) is not stored
     assert context["ti"].xcom == {"generation_id": result["id"], "video_url": result["video_url"]}
 
 
