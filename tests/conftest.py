@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -23,8 +24,29 @@ from collections.abc import Iterator, Mapping  # noqa: E402
 from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
 
 from airflow_provider_luma.testing import LumaSimulator  # noqa: E402
+
+# Hypothesis: derandomized in CI (the same examples every run, so CI cannot flake on a rare draw);
+# elsewhere random, with the seed chosen here, printed in the run's header, and replayable.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("dev", print_blob=True)
+
+
+@pytest.hookimpl(tryfirst=True)  # before Hypothesis' own plugin reads --hypothesis-seed
+def pytest_configure(config: pytest.Config) -> None:
+    settings.load_profile("ci" if os.environ.get("CI") else "dev")
+    if not os.environ.get("CI") and config.getoption("hypothesis_seed", None) is None:
+        config.option.hypothesis_seed = str(random.SystemRandom().randrange(2**32))
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if os.environ.get("CI"):
+        return "hypothesis: derandomized (CI is set)"
+    seed = config.getoption("hypothesis_seed", None)
+    return f"hypothesis seed: {seed} (the same examples again: bash scripts/test --hypothesis-seed={seed} ...)"
+
 
 #: The API key every test uses; the secrets checks look for it in logs, XCom, events and errors.
 SENTINEL_KEY = "sk-luma-SENTINEL-4d9f2c7a1b"
