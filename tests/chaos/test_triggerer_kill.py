@@ -50,6 +50,7 @@ class KillRun:
     generation_id: str
     killed_at: float
     restarted_at: float
+    state_at_kill: str
 
 
 def wait_until(condition, timeout: float, what: str, dep: AirflowDeployment):
@@ -67,7 +68,8 @@ def wait_until(condition, timeout: float, what: str, dep: AirflowDeployment):
 def kill_run(chaos_deployment: AirflowDeployment) -> KillRun:
     dep = chaos_deployment
     sim = dep.simulator
-    sim.script("chaos-kill a lighthouse", queued_seconds=3, dreaming_seconds=17)
+    # Dreaming until the test completes it, once the restarted triggerer polled: no window to overrun.
+    sim.script("chaos-kill a lighthouse", queued_seconds=3, dreaming_seconds=3600)
     dep.add_dag(DAG_SOURCE, f"{DAG_ID}.py")
     ok = dep.trigger(DAG_ID, conf={"prompt": PROMPT})
     failing = dep.trigger(DAG_ID, conf={"prompt": FAILING_PROMPT})
@@ -90,13 +92,22 @@ def kill_run(chaos_deployment: AirflowDeployment) -> KillRun:
     generation_id = wait_until(deferred_and_polled, 90, "The sensor deferring and its trigger polling", dep)
     dep.kill_triggerer()
     killed_at = time.time()
+    state_at_kill = sim.generation(generation_id)["state"]
     assert dep.components["triggerer"].process.poll() is not None
     time.sleep(2)
     dep.start_triggerer()
     restarted_at = time.time()
+
+    def polled_again():
+        return any(
+            e["query"].get("generation_id") == generation_id and e["time"] >= restarted_at for e in sim.requests("get")
+        )
+
+    wait_until(polled_again, 120, "The restarted triggerer polling the generation", dep)
+    sim.set_state(generation_id, "completed")
     dep.wait_for_run(DAG_ID, ok, timeout=150)
     dep.wait_for_run(DAG_ID, failing, timeout=60)
-    return KillRun(ok, failing, generation_id, killed_at, restarted_at)
+    return KillRun(ok, failing, generation_id, killed_at, restarted_at, state_at_kill)
 
 
 def test_run_survives_a_triggerer_kill_with_one_paid_generation(chaos_deployment: AirflowDeployment, kill_run):
@@ -108,8 +119,8 @@ def test_run_survives_a_triggerer_kill_with_one_paid_generation(chaos_deployment
     creates = [e for e in sim.requests("create") if e["json"]["prompt"] == PROMPT]
     assert len(creates) == 1
     assert sum(1 for g in sim.generations() if g["request"]["prompt"] == PROMPT) == 1
-    # Killed mid-wait: the generation was still dreaming when the triggerer died.
-    assert kill_run.killed_at < creates[0]["time"] + 3 + 17
+    # Killed mid-wait: the generation was not finished when the triggerer died.
+    assert kill_run.state_at_kill in ("queued", "dreaming")
 
     result = dep.xcom(DAG_ID, kill_run.ok, "wait")
     assert result["id"] == kill_run.generation_id
