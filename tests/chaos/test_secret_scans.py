@@ -38,7 +38,7 @@ def test_a_key_logged_or_printed_is_found_even_when_the_test_read_the_output_its
         text = tee.stop()
 
     leaks = find_leaks({"output": text}, secret=PLANTED)
-    assert len(leaks["output"]) == 3, leaks  # the log line, the traceback line, the consumed print
+    # The log line, the traceback line, the consumed print (and Airflow's own handlers may echo the log line).
     assert any("calling with key" in line for line in leaks["output"])
     assert any("ValueError: bad key" in line for line in leaks["output"])
     assert any("Bearer" in line for line in leaks["output"])
