@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.testing import SAMPLE_VIDEO_PATH, LumaSimulator
 from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
 from tests.chaos.conftest import sentinel_free
+from tests.conftest import logged_text
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("fast_retries")]
 
@@ -92,7 +94,7 @@ def settled(sim: LumaSimulator, endpoint: str, expected: int, fault: str | None 
 
     A "slow" request is logged when the server finishes it, after the client gave up on it.
     """
-    deadline = time.monotonic() + SLOW + 2
+    deadline = time.monotonic() + SLOW + 10  # ends as soon as they are in: loose for a loaded machine
     while time.monotonic() < deadline:
         entries = sim.requests(endpoint)
         if sum(1 for e in entries if fault is None or e["fault"] == fault) >= expected:
@@ -163,14 +165,19 @@ def test_permanent_errors_are_not_retried(fault_conn, path, step, kind, error_cl
 #: Faults after which a create is safe to resend (the server did not act): retried, one generation.
 CREATE_RESENT = [("429", None), ("429+Retry-After", 0.3), ("503", None)]
 #: Faults after which the server may have acted: never resent, a clear error (kind, class, text).
+#: A 2xx create answer that is not JSON does not say yet that the generation may exist (issue 11 item 5).
+ITEM_5 = pytest.mark.xfail(strict=True, reason="issue 11 item 5: a non-JSON 2xx create answer is not 'may exist'")
 CREATE_NOT_RESENT = [
-    ("500", LumaServerError, "(500"),
-    ("502", LumaServerError, "(502"),
-    ("504", LumaServerError, "(504"),
-    ("drop", LumaConnectionError, "may have been created anyway"),
-    ("slow", LumaConnectionError, "may have been created anyway"),
-    ("malformed", LumaResponseError, "not JSON"),
-    ("missing_fields", LumaResponseError, "without an id"),
+    pytest.param(kind, error_class, text, id=kind, marks=[ITEM_5] if kind == "malformed" else [])
+    for kind, error_class, text in [
+        ("500", LumaServerError, "(500"),
+        ("502", LumaServerError, "(502"),
+        ("504", LumaServerError, "(504"),
+        ("drop", LumaConnectionError, "dropped the connection"),
+        ("slow", LumaConnectionError, "did not answer in time"),
+        ("malformed", LumaResponseError, "not JSON"),
+        ("missing_fields", LumaResponseError, "without an id"),
+    ]
 ]
 
 
@@ -203,16 +210,18 @@ def test_create_refused_past_the_retries_is_a_clear_error(fault_conn, path, name
 
 @pytest.mark.parametrize("path", ["sync", "async"])
 @pytest.mark.parametrize("after", [False, True], ids=["before-acting", "after-acting"])
-@pytest.mark.parametrize(("kind", "error_class", "text"), CREATE_NOT_RESENT, ids=[c[0] for c in CREATE_NOT_RESENT])
+@pytest.mark.parametrize(("kind", "error_class", "text"), CREATE_NOT_RESENT)
 def test_create_never_resent_when_the_server_may_have_acted(fault_conn, path, after, kind, error_class, text):
     inject(fault_conn, kind, "create", times=1, after=after)
     with pytest.raises(error_class) as caught:
         create(path, "maybe paid")
     assert text in caught.value.message
-    assert "creating a generation" in caught.value.message or "generation" in caught.value.message
+    # That the generation may exist, in words and as the flag the generate operator reads to fail without retries.
+    assert re.search(r"(may have been|was) created anyway", caught.value.message), caught.value.message
+    assert caught.value.maybe_created
     assert len(settled(fault_conn, "create", 1)) == 1  # one request: no second paid generation
-    assert len(fault_conn.generations()) == (1 if after else len(fault_conn.generations()))
-    assert len(fault_conn.generations()) <= 1
+    # The simulator creates the generation only when the fault hits after it acted.
+    assert len(fault_conn.generations()) == (1 if after else 0)
 
 
 # -- waits: sync wait in the worker and the trigger ride out faults beyond one call's retries --------
@@ -263,12 +272,16 @@ async def test_trigger_rides_out_faults(fault_conn, step, name, kind, retry_afte
 async def test_trigger_under_a_persistent_fault_ends_with_timeout_at_its_deadline(fault_conn, kind):
     generation = await LumaHook().acreate_generation("never answered")
     inject(fault_conn, kind, "get", times=10_000)
-    started = time.monotonic()
-    event = await the_event(LumaGenerationTrigger([generation.id], deadline=time.time() + 1), bound=10)
+    deadline = time.time() + 1
+    event = await the_event(LumaGenerationTrigger([generation.id], deadline=deadline), bound=20)
     assert event["status"] == "timeout", event
     assert "Timed out waiting" in event["message"]
     assert generation.id in event["message"]
-    assert time.monotonic() - started < 4  # ends near its deadline, not after a stuck call
+    # It ended at its deadline, not after a stuck call: no poll arrived well after the deadline (arrival
+    # times from the simulator's log; 3 s of slack for a loaded machine), and the_event's bound catches a hang.
+    polls = settled(fault_conn, "get", 1)
+    assert polls
+    assert all(e["time"] <= deadline + 3 for e in polls), [e["time"] - deadline for e in polls]
 
 
 @pytest.mark.parametrize(("kind", "error_class", "text"), PERMANENT, ids=[p[0] for p in PERMANENT])
@@ -288,6 +301,14 @@ DOWNLOAD = [
     pytest.param("malformed", None, id="malformed (not an mp4)"),
     pytest.param("missing_fields", None, id="missing_fields (empty body)"),
 ]
+
+#: What a download ends with when the fault outlasts the retries: (error class, text in the message).
+DOWNLOAD_ERRORS = {
+    **{kind: FETCH_ERRORS[kind] for kind in ("429", "500", "502", "503", "504", "drop")},
+    "slow": (LumaConnectionError, "dropped the connection"),  # requests' read time-out while streaming
+    "malformed": (LumaResponseError, "something that is not an MP4"),
+    "missing_fields": (LumaConnectionError, "an empty body"),
+}
 
 
 @pytest.fixture
@@ -309,8 +330,11 @@ def test_download_recovers_from_one_fault(fault_conn, video, tmp_path: Path, kin
 @pytest.mark.parametrize(("kind", "retry_after"), DOWNLOAD)
 def test_download_fault_outlasting_the_retries_is_a_clear_error(fault_conn, video, tmp_path, kind, retry_after):
     inject(fault_conn, kind, "video", times=2, retry_after=retry_after)
-    with pytest.raises(LumaError, match="video"):
+    error_class, text = DOWNLOAD_ERRORS[kind]
+    with pytest.raises(error_class) as caught:
         LumaHook().download_video(video, tmp_path / "clip.mp4", max_retries=1)
+    assert text in caught.value.message
+    assert f"downloading the video of generation {video['id']}" in caught.value.message
     assert list(tmp_path.iterdir()) == []  # nothing half-written left behind
     assert len(settled(fault_conn, "video", 2)) == 2
 
@@ -370,10 +394,18 @@ def latin1_gateway(monkeypatch) -> Iterator[str]:
 @pytest.mark.parametrize("path", ["sync", "async"])
 @pytest.mark.parametrize("step", ["get", "list"])
 def test_non_utf8_error_page_is_a_clear_error(latin1_gateway, path, step):
-    with pytest.raises(LumaServerError, match="502"):
+    what = "fetching generation a-generation" if step == "get" else "fetching generations a-generation, another"
+    with pytest.raises(LumaServerError, match=re.escape(f"failed while {what} (502: <h1>Passerelle d")):
         fetch(path, step, ["a-generation", "another"])
 
 
-async def test_non_utf8_error_page_ends_the_trigger_with_one_event(latin1_gateway):
-    event = await the_event(LumaGenerationTrigger(["a-generation"], deadline=time.time() + 1.5), bound=10)
-    assert event["status"] in ("timeout", "error"), event
+async def test_non_utf8_error_page_ends_the_trigger_with_one_event(latin1_gateway, caplog, capsys):
+    event = await the_event(LumaGenerationTrigger(["a-generation"], deadline=time.time() + 1.5), bound=15)
+    # A 502 is transient: the wait goes on to its deadline, having never had an answer ...
+    assert event["status"] == "timeout", event
+    assert "a-generation: not seen yet" in event["message"]
+    # ... because every poll met the gateway's page, read as a 502 (not a crash on its bytes).
+    text = logged_text(caplog, capsys)
+    polls = "Polling Luma failed (The Luma API failed while fetching generation a-generation (502: <h1>Passerelle d"
+    assert polls in text
+    assert "UnicodeDecodeError" not in text

@@ -12,7 +12,7 @@ from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.testing import LumaSimulator
 from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
 from tests.chaos.conftest import sentinel_free
-from tests.conftest import SENTINEL_KEY, connection_json, logged_text
+from tests.conftest import SENTINEL_KEY, connection_json, logged_text, wait_for_polls
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -52,7 +52,8 @@ def test_waits_resume_after_the_api_was_unreachable(tmp_path, monkeypatch, caplo
             sync_wait = asyncio.ensure_future(
                 asyncio.to_thread(LumaHook().wait_for_generation, for_sync.id, timeout=DEADLINE)
             )
-            await asyncio.sleep(0.6)  # both are inside a long poll now
+            for generation in (for_trigger, for_sync):  # both waits are polling the first API (however loaded)
+                await asyncio.to_thread(wait_for_polls, first, generation.id)
             await asyncio.to_thread(first.stop)  # releases the held polls, then refuses connections
             down_at = time.time()
             await asyncio.sleep(OUTAGE)

@@ -47,10 +47,17 @@ SCALARS = (
 JSON = st.recursive(
     SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(KEYS, inner, max_size=6), max_leaves=25
 )
+#: State texts the parsers must read right (any case), and some they must not take for one.
+STATES = st.sampled_from(["queued", "dreaming", "completed", "failed", "Dreaming", "COMPLETED", "rendering", ""])
 GENERATION_LIKE = st.fixed_dictionaries(
     {"id": st.text(max_size=10) | JSON},
-    optional={k: JSON for k in ["state", "failure_reason", "created_at", "assets", "video", "video_url"]},
+    optional={
+        "state": STATES | JSON,
+        **{k: JSON for k in ["failure_reason", "created_at", "assets", "video", "video_url"]},
+    },
 )
+#: The waitable states in the API's order; ``failed`` reaches none of them.
+ORDER = ["queued", "dreaming", "completed"]
 DEEP = "[" * 100_000 + "]" * 100_000
 
 
@@ -64,6 +71,10 @@ def outcome(parse, *args, **kwargs):
 
 @SETTINGS
 @given(JSON | GENERATION_LIKE)
+@example({"id": "g-1", "state": "Dreaming"})
+@example({"id": "g-1", "state": "COMPLETED"})
+@example({"id": "g-1", "state": "failed"})
+@example({"id": "g-1", "state": "queued"})
 def test_generation_from_api(payload):
     generation, error = outcome(Generation.from_api, payload)
     if error is not None:
@@ -75,9 +86,14 @@ def test_generation_from_api(payload):
     assert generation.video_url is None or (isinstance(generation.video_url, str) and generation.video_url)
     event = json.loads(json.dumps(generation.to_dict()))  # plain JSON: fit for a trigger event
     assert Generation.from_dict(event) == generation
-    for target in ("queued", "dreaming", "completed"):
-        assert generation.has_reached(GenerationState(target)) in (True, False)
-    assert generation.is_failed in (True, False)
+    # The state as the API wrote it, and what it means, from an independent reading of the API's order.
+    state = payload.get("state") if isinstance(payload, dict) else None
+    assert generation.state == (None if state is None else str(state))
+    text = None if state is None else str(state).lower()
+    assert generation.is_failed == (text == "failed")
+    for target in ORDER:
+        reached = text in ORDER and ORDER.index(text) >= ORDER.index(target)
+        assert generation.has_reached(GenerationState(target)) == reached
 
 
 @SETTINGS

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.conftest import SENTINEL_KEY
+from tests.conftest import find_leaks
 from tests.deployment.harness import AirflowDeployment
 
 pytestmark = [pytest.mark.deployment, pytest.mark.timeout(240)]
@@ -36,8 +36,8 @@ def luma_deploy_sensor():
     def submit(params=None) -> str:
         return LumaHook().create_generation(params["prompt"]).id
 
-    # retries: only for Airflow's own resume-after-defer race on a loaded machine (the test checks that
-    # a retry happened for no other reason); a failed generation is never retried (AirflowFailException).
+    # retries: only for Airflow's own resume-after-defer race on a loaded machine (the test checks that a retry
+    # happened for no other reason: tests/deployment/AIRFLOW_RACE.md); a failed generation is never retried.
     LumaGenerationSensor(
         task_id="wait", generation_id=submit(), timeout=120, poke_interval=1, retries=1, retry_delay=1
     )
@@ -71,11 +71,12 @@ def test_sensor_defers_and_succeeds(airflow_deployment: AirflowDeployment, runs:
     assert dep.run_state(DAG_ID, runs.ok) == "success", (
         dep.task_states(DAG_ID, runs.ok),
         dep.task_log_text(DAG_ID, runs.ok, "wait")[-4000:],
-        dep.query("SELECT event, extra FROM log WHERE dag_id = ? AND run_id = ?", (DAG_ID, runs.ok)),
+        dep.audit_log(DAG_ID, runs.ok),
     )
     assert dep.task_states(DAG_ID, runs.ok) == {"submit": "success", "wait": "success"}
 
-    assert dep.retried_only_for_airflows_race(DAG_ID, runs.ok, "wait")
+    # Try 1, or try 2 after Airflow's own race failed try 1 of this task instance: tests/deployment/AIRFLOW_RACE.md.
+    assert dep.retried_only_for_airflows_race(DAG_ID, runs.ok, "wait"), dep.audit_log(DAG_ID, runs.ok)
 
     evidence = dep.deferral_evidence(DAG_ID, runs.ok, "wait")
     assert dep.saw_state(DAG_ID, runs.ok, "wait", "deferred"), evidence
@@ -117,12 +118,5 @@ def test_api_key_leaks_nowhere(airflow_deployment: AirflowDeployment, runs: Runs
     # Every call reached the simulator with the key (it answers 401 otherwise).
     assert all(r["status"] < 400 for r in dep.simulator.requests() if r["endpoint"] != "video")
 
-    assert SENTINEL_KEY not in task_logs, _around(task_logs)
-    for name, text in component_logs.items():
-        assert SENTINEL_KEY not in text, f"{name}: {_around(text)}"
-    assert SENTINEL_KEY not in db_text, _around(db_text)
-
-
-def _around(text: str, width: int = 300) -> str:
-    at = text.find(SENTINEL_KEY)
-    return text[max(0, at - width) : at + width]
+    leaks = find_leaks({"task logs": task_logs, "database": db_text, **component_logs})
+    assert not leaks, f"the API key leaked: {leaks}"

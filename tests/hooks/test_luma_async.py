@@ -116,7 +116,6 @@ async def test_a_wait_reuses_one_connection_across_polls(luma_conn):
     async with hook:
         await hook.await_for_generation(generation.id, timeout=30)
         connector = hook._async_session.connector
-        assert connector is not None
         assert connector.limit == 0  # no pool cap can queue concurrent long polls
     polls = luma_conn.requests("get")
     assert len(polls) >= 3
@@ -128,7 +127,6 @@ async def test_the_session_is_closed_when_the_context_ends(luma_conn):
     async with hook:
         session = hook._async_session
         await hook.aget_generations([(await hook.acreate_generation("x")).id])
-    assert session is not None
     assert session.closed
     assert hook._async_session is None
 
@@ -168,7 +166,6 @@ async def test_hooks_on_one_event_loop_share_one_session_closed_by_the_last(luma
         async with second:
             assert first._async_session is second._async_session
             shared = first._async_session
-        assert shared is not None
         assert not shared.closed  # the first hook still uses it
         await first.aget_generation((await first.acreate_generation("shared")).id)
     assert shared.closed

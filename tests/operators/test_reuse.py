@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -165,6 +167,7 @@ def test_dag_retry_reuses_through_airflows_task_state_store(
     (generation,) = luma_conn.generations()
     assert recorded(tmp_path / "result.jsonl")["record"]["id"] == generation["id"]
     assert luma_conn.count("create") == 1
+    assert try_number(airflow_db, "luma_reuse_dag_test", "generate") == 2  # a retry did run, and only one
     assert f"Reusing generation {generation['id']} from try 1" in logged_text(caplog, capsys)
 
 
@@ -193,4 +196,18 @@ def test_dag_a_lost_create_answer_is_not_retried(luma_conn, airflow_db):
     luma_conn.inject_fault("502", endpoint="create", after=True)
     result = run_dag_source(LOST_ANSWER_DAG, "luma_lost_answer")
     assert result.state == "failed"
-    assert luma_conn.count("create") == 1  # retries=2, yet no second (paid) create
+    assert try_number(airflow_db, "luma_lost_answer", "generate") == 1  # retries=2, yet one try
+    assert luma_conn.count("create") == 1  # and no second (paid) create
+
+
+def try_number(airflow_home: Path, dag_id: str, task_id: str) -> int:
+    """The try the task instance of the DAG's latest run ended on, read from the metadata DB."""
+    with sqlite3.connect(airflow_home / "airflow.db") as db:
+        (run_id,) = db.execute(
+            "SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1", (dag_id,)
+        ).fetchone()
+        ((tries,),) = db.execute(
+            "SELECT try_number FROM task_instance WHERE dag_id = ? AND run_id = ? AND task_id = ?",
+            (dag_id, run_id, task_id),
+        ).fetchall()
+    return int(tries)

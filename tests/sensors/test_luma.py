@@ -18,7 +18,7 @@ from airflow_provider_luma.errors import LumaError, LumaInputError
 from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.sensors.luma import DEFERRAL_TIMEOUT_MARGIN, LumaGenerationSensor
 from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
-from tests.conftest import SENTINEL_KEY, connection_json, logged_text
+from tests.conftest import SENTINEL_KEY, connection_json, logged_text, timeline_driven_by_polls
 from tests.dag_runner import RECORD_TASK, recorded, run_dag_source
 
 GEN_A = "4f1c0000-0000-4000-8000-00000000000a"
@@ -186,10 +186,11 @@ def test_dag_waits_for_dreaming_then_completed(luma_conn, airflow_db, tmp_path, 
 def test_dag_failing_generation_fails_the_sensor_with_its_reason(
     luma_conn, airflow_db, tmp_path, monkeypatch, caplog, capsys
 ):
-    luma_conn.script(
-        "doomed", outcome="failed", failure_reason="blocked by content policy", queued_seconds=1.5, dreaming_seconds=3
-    )
-    result, _ = run_sensor_dag(tmp_path, monkeypatch, "luma_sensor_fail", "doomed")
+    # The first sensor sees 'dreaming', the second 'failed', however long the run takes between them.
+    luma_conn.script("doomed", queued_seconds=600)
+    steps = [("dreaming", "dreaming"), ("completed", "failed")]
+    with timeline_driven_by_polls(luma_conn, "doomed", steps, failure_reason="blocked by content policy"):
+        result, _ = run_sensor_dag(tmp_path, monkeypatch, "luma_sensor_fail", "doomed")
     assert result.state == "failed"
     assert result.task_states["completed"] == "failed"
     assert "blocked by content policy" in logged_text(caplog, capsys)
@@ -215,10 +216,11 @@ def test_dag_not_deferrable_in_poke_and_reschedule_modes(luma_conn, airflow_db, 
 
 
 def test_dag_poke_mode_fails_on_a_failed_generation(luma_conn, airflow_db, tmp_path, monkeypatch):
-    # Dreaming for 3 s: the first sensor sees 'dreaming' even on a slow machine; the second sees 'failed'.
-    luma_conn.script("doomed", outcome="failed", failure_reason="nope", queued_seconds=0.5, dreaming_seconds=3)
+    # The first sensor sees 'dreaming', the second 'failed', however long the run takes between them.
+    luma_conn.script("doomed", queued_seconds=600)
     args = "timeout=60, deferrable=False, mode='poke', poke_interval=0.5"
-    result, _ = run_sensor_dag(tmp_path, monkeypatch, "luma_sensor_poke_fail", "doomed", args)
+    with timeline_driven_by_polls(luma_conn, "doomed", [("dreaming", "dreaming"), ("completed", "failed")], "nope"):
+        result, _ = run_sensor_dag(tmp_path, monkeypatch, "luma_sensor_poke_fail", "doomed", args)
     assert result.state == "failed"
     assert result.task_states["completed"] == "failed"
 
