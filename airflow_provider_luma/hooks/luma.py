@@ -584,7 +584,7 @@ class LumaHook(BaseHook):
         :return: The written file: a ``pathlib.Path``, or an ``ObjectStoragePath`` when one was given.
         """
         resolved = download.resolve_generation(generation, self.get_generation)
-        return download.VideoDownload(self.luma_conn_id, self.log, self.VIDEO_TIMEOUT).download(
+        return download.VideoDownload(self.luma_conn_id, self.log, self.VIDEO_TIMEOUT, settings=self.settings).download(
             resolved, destination, chunk_size=chunk_size, into_folder=into_folder, max_retries=max_retries
         )
 

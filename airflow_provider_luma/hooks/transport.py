@@ -48,6 +48,11 @@ from airflow_provider_luma.hooks.settings import LumaSettings
 
 T = TypeVar("T")
 MAX_RETRY_AFTER = 60.0
+#: Largest successful answer read, in bytes (a generation is a few KB): a huge one fails the call
+#: instead of filling a triggerer's memory.
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
+#: Bytes of an error answer kept for its message; the rest is never read.
+MAX_ERROR_BODY_BYTES = 64 * 1024
 #: Back-off between retries of one call: 0.5 s doubling up to 10 s, plus up to 0.5 s of jitter.
 RETRY_BACKOFF = wait_exponential(multiplier=0.5, max=10.0) + wait_random(0, 0.5)
 #: The generic 404 of the service's framework (NestJS) for a route it does not have.
@@ -201,16 +206,19 @@ class SyncTransport:
         def attempt() -> Answer:
             started = time.monotonic()
             try:
-                response = self.session.request(
+                with self.session.request(
                     call.method,
                     url,
                     params=call.params,
                     json=call.body,
                     timeout=(settings.connect_timeout, settings.read_timeout(call.deadline)),
-                )
-                text = response.text
+                    stream=True,  # read with a cap below, never whole
+                ) as response:
+                    limit = body_limit(response.status_code, response.headers, what=call.what)
+                    body = read_capped(response, limit)
             except requests.exceptions.RequestException as error:
                 raise connection_error(error, what=call.what, creates=call.creates) from None
+            text = answer_text(response.status_code, body, limit, what=call.what)
             return _answer(call, settings, response.status_code, text, response.headers, started)
 
         for retry in Retrying(**_retry_policy(settings, call)):
@@ -298,10 +306,12 @@ class AsyncTransport:
                 async with session.request(
                     call.method, url, params=call.params, json=call.body, headers=settings.headers, timeout=timeout
                 ) as response:
-                    text = await response.text(errors="replace")  # a proxy's error page may not be UTF-8
                     status, headers = response.status, response.headers
+                    limit = body_limit(status, headers, what=call.what)
+                    body = await aread_capped(response, limit)
             except (TimeoutError, aiohttp.ClientError) as error:
                 raise connection_error(error, what=call.what, creates=call.creates) from None
+            text = answer_text(status, body, limit, what=call.what)
             return _answer(call, settings, status, text, headers, started)
 
         try:
@@ -312,6 +322,54 @@ class AsyncTransport:
             if own_session:
                 await session.close()
         raise AssertionError("unreachable: tenacity reraises the last error")
+
+
+def body_limit(status: int, headers: Mapping[str, str], *, what: str) -> int:
+    """
+    How many bytes of an answer to read: :data:`MAX_ERROR_BODY_BYTES` of an error (cut quietly),
+    :data:`MAX_ANSWER_BYTES` of a success, which fails at once when its ``Content-Length`` says more.
+    """
+    if status >= 400:
+        return MAX_ERROR_BODY_BYTES
+    length = headers.get("Content-Length", "")
+    if length.isdigit() and int(length) > MAX_ANSWER_BYTES:
+        raise _too_large(what, f"{int(length)} bytes by its Content-Length")
+    return MAX_ANSWER_BYTES
+
+
+def read_capped(response: requests.Response, limit: int) -> bytes:
+    """At most ``limit`` + 1 bytes of a streamed ``requests`` answer (one more tells that it held more)."""
+    body = bytearray()
+    for chunk in response.iter_content(chunk_size=64 * 1024):
+        body += chunk
+        if len(body) > limit:
+            break
+    return bytes(body[: limit + 1])
+
+
+async def aread_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """Async twin of :func:`read_capped` (bytes after aiohttp's decompression are what count)."""
+    body = bytearray()
+    while len(body) <= limit:
+        chunk = await response.content.read(limit + 1 - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return bytes(body)
+
+
+def answer_text(status: int, body: bytes, limit: int, *, what: str) -> str:
+    """The text of an answer read by :func:`read_capped`: UTF-8 (a proxy's page may not be), within the limit."""
+    if len(body) > limit and status < 400:
+        raise _too_large(what, f"more than {limit} bytes")
+    return body[:limit].decode("utf-8", errors="replace")
+
+
+def _too_large(what: str, size: str) -> LumaResponseError:
+    return LumaResponseError(
+        f"The Luma API answered {what} with {size}, above the {MAX_ANSWER_BYTES // (1024 * 1024)} MiB "
+        "an answer may have: refused unread."
+    )
 
 
 def _answer(
