@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 from collections.abc import Iterable
@@ -15,6 +14,7 @@ from typing import Any
 from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
 from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
 
+from airflow_provider_luma.connection_form import ui_field_behaviour
 from airflow_provider_luma.create_requests import CreateRequest, build_create_request
 from airflow_provider_luma.errors import (
     LumaAuthenticationError,
@@ -97,16 +97,8 @@ class LumaHook(BaseHook):
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """The connection form: only the host and the API key matter."""
-        return {
-            "hidden_fields": ["schema", "port", "login"],
-            "relabeling": {"password": "API key"},
-            "placeholders": {
-                "host": DEFAULT_HOST,
-                "password": "your AI/ML API key",
-                "extra": json.dumps({"timeout": 60, "max_retries": 5, "ids_per_request": 6, "api": "luma-ai"}),
-            },
-        }
+        """The connection form (Airflow below 3.2): only the host and the API key matter."""
+        return ui_field_behaviour()
 
     # -- connection ------------------------------------------------------------------------------
 

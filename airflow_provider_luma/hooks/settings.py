@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from airflow_provider_luma.connection_form import DEFAULT_HOST
 from airflow_provider_luma.errors import LumaConfigurationError
 from airflow_provider_luma.models import ApiFamily
 from airflow_provider_luma.version import __version__
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HOST = "https://api.aimlapi.com"
 #: How long the API holds a long poll at most; a read time-out must exceed it.
 API_HOLD_SECONDS = 30.0
 #: The names the service's documents give the long-poll parameter; ``none`` pins "no hold".
