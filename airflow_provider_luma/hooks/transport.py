@@ -347,16 +347,14 @@ def error_for_response(
 
     ``creates``: the call submitted a generation, so a server error may hide one that exists anyway.
     """
-    error = _error_for_response(status, text, headers, what=what, conn_id=conn_id, creates=creates)
+    error = _error_for_response(status, text, what=what, conn_id=conn_id, creates=creates)
     error.server_message = _server_message(text)[0]
     # Honoured on any retried status (429, 503, 408...), as the official SDK does.
     error.retry_after = _retry_after(headers)
     return error
 
 
-def _error_for_response(
-    status: int, text: str, headers: Mapping[str, str], *, what: str, conn_id: str, creates: bool
-) -> LumaError:
+def _error_for_response(status: int, text: str, *, what: str, conn_id: str, creates: bool) -> LumaError:
     message, request_id = _server_message(text)
     detail = f": {message}" if message else ""
     kwargs: dict[str, Any] = {"http_status": status, "request_id": request_id}

@@ -404,7 +404,10 @@ class LumaGenerateVideoOperator(BaseOperator):
         except Exception as error:
             if context.get("task_state_store") is not None:
                 raise
-            reason = error.message if isinstance(error, LumaError) else f"The wait ended in Airflow ({error})."
+            # TaskDeferralError says "Trigger failure" / "Trigger timeout": its name makes that readable.
+            reason = (
+                error.message if isinstance(error, LumaError) else f"The wait failed ({type(error).__name__}: {error})."
+            )
             raise AirflowFailException(
                 _not_retrying(
                     reason,
