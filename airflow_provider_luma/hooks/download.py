@@ -60,8 +60,8 @@ class VideoDownload:
     :param conn_id: The Luma connection, for messages.
     :param logger: Where progress is logged (the hook's logger).
     :param timeout: Connect and read time-outs (seconds) of one CDN request.
-    :param settings: The connection's settings (video host rules, ``max_video_bytes``); read from
-        ``conn_id`` when not given.
+    :param settings: Gives the connection's settings (video host rules, ``max_video_bytes``) when a
+        download first needs them.
     :param resolver: Resolves video host names; default: :data:`.video_url.default_resolver`.
     """
 
@@ -71,7 +71,7 @@ class VideoDownload:
         logger: logging.Logger | Any,
         timeout: tuple[float, float] = VIDEO_TIMEOUT,
         *,
-        settings: LumaSettings | None = None,
+        settings: Callable[[], LumaSettings],
         resolver: Resolver | None = None,
     ) -> None:
         self.conn_id = conn_id
@@ -82,12 +82,8 @@ class VideoDownload:
 
     @property
     def settings(self) -> LumaSettings:
-        """The connection's settings (read once)."""
-        if self._settings is None:
-            from airflow_provider_luma.hooks.luma import LumaHook  # the hook imports this module
-
-            self._settings = LumaHook(self.conn_id).settings
-        return self._settings
+        """The connection's settings, read only when a download needs them (a dict needs no connection before)."""
+        return self._settings()
 
     def download(
         self,

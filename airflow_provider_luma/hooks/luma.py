@@ -456,7 +456,10 @@ class LumaHook(BaseHook):
             except LumaAuthenticationError:
                 return False, "The Luma API rejected the key (401): check the API key in the password field."
             except LumaForbiddenError:
-                return False, "The key is valid but the account is out of credits (403): top up the account."
+                return False, (
+                    "The key is valid but the account is out of credits or over the plan's limit (403): top up the "
+                    "account or wait for the limit to reset."
+                )
             except LumaError as error:
                 return False, error.message
             reached.append(family.value)
@@ -502,9 +505,9 @@ class LumaHook(BaseHook):
         :return: The written file: a ``pathlib.Path``, or an ``ObjectStoragePath`` when one was given.
         """
         resolved = download.resolve_generation(generation, self.get_generation)
-        return download.VideoDownload(self.luma_conn_id, self.log, self.VIDEO_TIMEOUT, settings=self.settings).download(
-            resolved, destination, chunk_size=chunk_size, into_folder=into_folder, max_retries=max_retries
-        )
+        return download.VideoDownload(
+            self.luma_conn_id, self.log, self.VIDEO_TIMEOUT, settings=lambda: self.settings
+        ).download(resolved, destination, chunk_size=chunk_size, into_folder=into_folder, max_retries=max_retries)
 
     def check_video_destination(self, destination: Any, *, into_folder: bool | None = None) -> None:
         """

@@ -165,10 +165,9 @@ def test_permanent_errors_are_not_retried(fault_conn, path, step, kind, error_cl
 #: Faults after which a create is safe to resend (the server did not act): retried, one generation.
 CREATE_RESENT = [("429", None), ("429+Retry-After", 0.3), ("503", None)]
 #: Faults after which the server may have acted: never resent, a clear error (kind, class, text).
-#: A 2xx create answer that is not JSON does not say yet that the generation may exist (issue 11 item 5).
-ITEM_5 = pytest.mark.xfail(strict=True, reason="issue 11 item 5: a non-JSON 2xx create answer is not 'may exist'")
+#: A 2xx create answer that is not JSON says so too (issue 11 item 5; a strict xfail until it was fixed).
 CREATE_NOT_RESENT = [
-    pytest.param(kind, error_class, text, id=kind, marks=[ITEM_5] if kind == "malformed" else [])
+    pytest.param(kind, error_class, text, id=kind)
     for kind, error_class, text in [
         ("500", LumaServerError, "(500"),
         ("502", LumaServerError, "(502"),
