@@ -27,7 +27,7 @@ def test_the_back_off_doubles_with_jitter_between_attempts(luma_conn):
         times = [r["time"] for r in luma_conn.requests("get")[before:]]
         assert len(times) == 4, times
         first, second, third = gaps(times)
-        # wait_exponential(0.5) + wait_random(0, 0.5): 0.5-1.0 s, then 1.0-1.5 s, then 2.0-2.5 s (slack for a busy machine).
+        # wait_exponential(0.5) + wait_random(0, 0.5): 0.5-1.0 s, 1.0-1.5 s, 2.0-2.5 s (slack: a busy machine).
         assert 0.5 <= first < 1.0 + 1.0, times
         assert 1.0 <= second < 1.5 + 1.0, times
         assert 2.0 <= third < 2.5 + 1.0, times
