@@ -6,7 +6,7 @@ A real deployment (``tests/deployment/harness.py``, SQLite, LocalExecutor) runs 
 first one's port is a free one) with ``[triggerer] triggerer_health_check_threshold`` lowered to
 ``THRESHOLD`` seconds (default 30) and heartbeats every second. One DAG run holds N deferred tasks:
 N/2 ``LumaGenerationSensor``s on generations the benchmark created and N/2
-``LumaGenerateOperator``s that create their own generation and wait for it in the triggerer. Once
+``LumaGenerateVideoOperator``s that create their own generation and wait for it in the triggerer. Once
 every task is deferred, the triggerer holding more triggers is SIGKILLed (its whole process group).
 
 Measured: every task's end state; creates per prompt in the simulator's log (0 duplicates wanted);
@@ -38,7 +38,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag
 
-from airflow_provider_luma.operators.luma import LumaGenerateOperator
+from airflow_provider_luma.operators.luma import LumaGenerateVideoOperator
 from airflow_provider_luma.sensors.luma import LumaGenerationSensor
 
 
@@ -49,7 +49,7 @@ def bench_two_triggerers():
         LumaGenerationSensor(task_id=f"wait_{{i}}", generation_id="{{{{ dag_run.conf['ids'][%d] }}}}" % i,
                              timeout=1800)
     for i in range({generates}):
-        LumaGenerateOperator(task_id=f"generate_{{i}}", prompt=f"ha generate {{i}} [ha-gen]", aspect_ratio="16:9")
+        LumaGenerateVideoOperator(task_id=f"generate_{{i}}", prompt=f"ha generate {{i}} [ha-gen]", aspect_ratio="16:9")
 
 
 bench_two_triggerers()

@@ -48,7 +48,8 @@ def make_plots(report: dict[str, Any], folder: Path) -> dict[str, Any]:
         if sched:
             values = sorted(sched)
             ax.plot(values, [(i + 1) / len(values) for i in range(len(values))], "k--", label="scheduler's own")
-        ax.set_xscale("symlog", linthresh=1.0)
+        ax.set_xlim(left=0)
+        ax.grid(alpha=0.3)
         ax.set_xlabel("seconds from the generation's completion to the downstream task's start")
         ax.set_ylabel("fraction of waits")
         ax.set_title(f"Real triggerer, N = {triggerer.get('n')}: wake-up to downstream start")
