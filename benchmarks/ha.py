@@ -149,6 +149,8 @@ def measure_two_triggerers(n: int, quick: bool = False) -> dict[str, Any]:
             deferred_at_kill = sum(1 for s in dep.task_states(DAG_ID, run_id).values() if s == "deferred")
             killed_at = time.time()
             dep.kill_component(victim)
+            # A dead component fails the harness's liveness checks: it is gone for good, forget it.
+            dep.components.pop(victim)
             state = dep.wait_for_run(DAG_ID, run_id, timeout=length + 600)
             time.sleep(1)
             watch.stop_event.set()
