@@ -13,8 +13,18 @@ Modes:
 
 * ``trigger``: ``LumaGenerationTrigger`` objects, each driven by ``async for event in trigger.run()``
   in its own task, as Airflow's triggerer does. The connection comes from ``AIRFLOW_CONN_LUMA_DEFAULT``.
-* ``poll``: the interval polling users write today (like the http/dbt-cloud triggers): a plain GET
-  without ``state``, then ``sleep(interval)``, until the state is final. One shared aiohttp session.
+* ``poll``: a bare aiohttp poller, one shared session: a plain GET without ``state``, then
+  ``sleep(interval)``, until the state is final. The cheapest interval poller one can write; not
+  what Airflow's own triggers do.
+* ``http-trigger``: Airflow's ``HttpSensorTrigger`` (apache-airflow-providers-http), what a
+  deferrable ``HttpSensor`` runs: a new ``ClientSession`` and a connection lookup per poll, firing on
+  the first answer that is not a 404. It polls the generation's video URL on the simulator's CDN
+  (``AIRFLOW_CONN_HTTP_CDN``), which answers 404 until the generation is completed. (A user could
+  not know that URL in advance: it stands for "any URL that turns from 404 to 200".)
+
+The logging level in force is reported in ``READY`` (``log_levels``): importing Airflow applies its
+logging configuration (``[logging] logging_level``, INFO by default), which a ``basicConfig`` call
+cannot override, so the level is measured rather than assumed.
 """
 
 from __future__ import annotations
@@ -83,7 +93,9 @@ async def _trigger_wait(trigger: Any, index: int, ends: list[float], statuses: l
         await asyncio.sleep(delay)
     async for event in trigger.run():
         ends[index] = time.time()
-        statuses[index] = event.payload.get("status", "?")
+        payload = event.payload
+        # HttpSensorTrigger's event is a bare True.
+        statuses[index] = payload.get("status", "?") if isinstance(payload, dict) else ("success" if payload else "?")
 
 
 async def _poll_wait(
@@ -117,18 +129,39 @@ async def _poll_wait(
         await asyncio.sleep(interval)
 
 
-def _make_triggers(ids: list[str], deadline: float) -> list[Any]:
+def _make_triggers(ids: list[str], deadline: float, config: dict[str, Any]) -> list[Any]:
+    if config["mode"] == "http-trigger":
+        from airflow.providers.http.triggers.http import HttpSensorTrigger
+
+        interval = float(config["interval"])
+        return [HttpSensorTrigger(f"videos/{i}.mp4", http_conn_id="http_cdn", poke_interval=interval) for i in ids]
     from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
 
     return [LumaGenerationTrigger([generation_id], "completed", deadline=deadline) for generation_id in ids]
+
+
+def log_levels() -> dict[str, str]:
+    """The logging levels in force for the loggers a wait writes to (after Airflow configured logging)."""
+    from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
+
+    names = {
+        "root": logging.getLogger(),
+        "airflow_provider_luma.waiting": logging.getLogger("airflow_provider_luma.waiting"),
+        "trigger.log": LumaGenerationTrigger(["x"]).log,
+    }
+    out = {}
+    for name, logger in names.items():
+        level = logger.getEffectiveLevel() if hasattr(logger, "getEffectiveLevel") else None
+        out[name] = logging.getLevelName(level) if level is not None else type(logger).__name__
+    return out
 
 
 async def _run_waits(config: dict[str, Any], ids: list[str], ends: list[float], statuses: list[str]) -> dict:
     """Run the waits for ``ids``; return mode-specific extras."""
     deadline = time.time() + float(config["deadline_seconds"])
     stagger = float(config.get("stagger_seconds", 0.0)) / max(1, len(ids))
-    if config["mode"] == "trigger":
-        triggers = _make_triggers(ids, deadline)
+    if config["mode"] in ("trigger", "http-trigger"):
+        triggers = _make_triggers(ids, deadline, config)
         tasks = [asyncio.create_task(_trigger_wait(t, i, ends, statuses, i * stagger)) for i, t in enumerate(triggers)]
         await asyncio.gather(*tasks)
         return {}
@@ -147,17 +180,19 @@ async def _run_waits(config: dict[str, Any], ids: list[str], ends: list[float], 
 
 
 async def _main(config: dict[str, Any]) -> None:
-    # The triggerer would log these lines through its own handlers; here they would only cost terminal I/O.
+    # Asks for WARNING; Airflow's logging configuration, applied on import, may win: log_levels() says.
     logging.basicConfig(level=logging.WARNING)
     warm_ends, warm_statuses = [0.0], [""]
     await _run_waits(config, [config["warmup_id"]], warm_ends, warm_statuses)
     if warm_statuses[0] != "success":
         raise SystemExit(f"warm-up wait ended {warm_statuses[0]!r}")
+    levels = log_levels()  # imports Airflow in every mode, before the baseline is taken
     gc.collect()
     process = psutil.Process()
     baseline_rss = process.memory_info().rss
     baseline_sockets, baseline_fds = _socket_fds()
-    print("READY " + json.dumps({"baseline_rss": baseline_rss, "baseline_sockets": baseline_sockets}), flush=True)
+    ready = {"baseline_rss": baseline_rss, "baseline_sockets": baseline_sockets, "log_levels": levels}
+    print("READY " + json.dumps(ready), flush=True)
 
     path = (await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)).strip()
     plan = json.loads(Path(path).read_text(encoding="utf-8"))  # noqa: ASYNC240 - before the clock starts

@@ -12,13 +12,11 @@ of separate ``running`` stints is counted (one per worker process: reschedule po
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
-from benchmarks.run import API_KEY, REAL_HOLD, SimulatorProcess
+from benchmarks.common import REAL_HOLD, SimulatorProcess, import_harness, table
 
 MODES = ("deferrable", "poke", "reschedule")
 REAL_LENGTHS = (60.0, 120.0)
@@ -60,9 +58,10 @@ luma_bench_worker_slots()
 class StateClock(threading.Thread):
     """Seconds each task instance spends in each state, sampled from the metadata DB."""
 
-    def __init__(self, deployment: Any, period: float = 0.1) -> None:
+    def __init__(self, deployment: Any, period: float = 0.1, dag_id: str = DAG_ID) -> None:
         super().__init__(name="state-clock", daemon=True)
         self.deployment = deployment
+        self.dag_id = dag_id
         self.period = period
         self.stop_event = threading.Event()
         self.seconds: dict[tuple[str, str], dict[str, float]] = {}
@@ -74,7 +73,7 @@ class StateClock(threading.Thread):
         while not self.stop_event.wait(self.period):
             try:
                 rows = self.deployment.query(
-                    "SELECT run_id, task_id, state FROM task_instance WHERE dag_id = ?", (DAG_ID,)
+                    "SELECT run_id, task_id, state FROM task_instance WHERE dag_id = ?", (self.dag_id,)
                 )
             except Exception:  # the DB may be locked for a moment: sample again
                 continue
@@ -93,30 +92,16 @@ class StateClock(threading.Thread):
 
 def measure_worker_slots(factor: float = 4.0) -> dict[str, Any]:
     """Run the DAG once per generation length; return the rows and a Markdown table."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from tests.deployment.harness import deployment
+    deployment = import_harness().deployment
 
     hold = REAL_HOLD / factor
     sim = SimulatorProcess(hold)
     started = time.monotonic()
     try:
-        import urllib.request
-
-        def control(path: str, body: dict[str, Any]) -> None:
-            request = urllib.request.Request(
-                sim.base_url + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-            )
-            urllib.request.urlopen(request, timeout=10).read()
-
         for k, length in enumerate(REAL_LENGTHS):
-            control(
-                "/_sim/script", {"prompt_contains": f"[t{k}]", "queued_seconds": 0, "dreaming_seconds": length / factor}
-            )
-        extras = {"min_poll_interval": 5.0 / factor, "max_backoff": 60.0 / factor}
-        conn = json.dumps({"conn_type": "luma", "host": sim.base_url, "password": API_KEY, "extra": extras})
-        with deployment(extra_env={"AIRFLOW_CONN_LUMA_DEFAULT": conn}) as dep:
+            sim.script(f"[t{k}]", length / factor)
+        extras = {"min_poll_interval": 5.0 / factor, "max_backoff": 60.0 / factor, "long_poll_hold": hold}
+        with deployment(extra_env={"AIRFLOW_CONN_LUMA_DEFAULT": sim.connection(**extras)}) as dep:
             source = DAG_SOURCE.format(dag_id=DAG_ID, modes=MODES, poke_interval=60.0 / factor)
             dep.add_dag(source, f"{DAG_ID}.py")
             clock = StateClock(dep)
@@ -159,8 +144,6 @@ def measure_worker_slots(factor: float = 4.0) -> dict[str, Any]:
         "worker processes",
         "state",
     )
-    from benchmarks.run import table
-
     markdown = (
         f"Factor {factor:g}: hold {hold:g} s, poke_interval {60 / factor:g} s (Airflow's default 60 s / factor), "
         f"generation T as shown; states sampled every 0.1 s from the metadata DB. Took "

@@ -1,18 +1,24 @@
 """
 The benchmark suite of the Luma waits, one command: ``bash scripts/bench`` (= ``python -m benchmarks.run``).
 
-It starts the simulator CLI in its own process, then, for each N, runs N concurrent waits in ONE
-asyncio event loop in a fresh measured process (:mod:`benchmarks.client`): our
-``LumaGenerationTrigger`` (long polls), the same with every generation finishing in the same
-second (burst), and the interval polling users write today at 5 s and 60 s. Time is compressed by
-a factor (hold 30 s / f, generation T / f, poll intervals / f); CPU per wait-minute is reported in
-real time (measured value / f). Optionally (default on) the worker-slot seconds of the sensor in a
-real Airflow 3 deployment (:mod:`benchmarks.deployment`). Results go to ``benchmarks/RESULTS.md``
-(and the raw figures to the same name with ``.json``).
+Parts (each can be skipped; each part's failure is reported without losing the others):
 
-    python -m benchmarks.run                 # default: N = 100,1000,5000,10000, factor 30, ~10 min
-    python -m benchmarks.run --quick         # a smoke run: N = 20, no deployment
-    python -m benchmarks.run --real-time     # factor 1: 30 s holds (slow)
+1. One event loop (:mod:`benchmarks.client`, a fresh measured process per scenario): N concurrent
+   ``LumaGenerationTrigger`` waits (long polls; and all finishing in the same second, "burst") against
+   two baselines at 5 s and 60 s: a bare aiohttp poller on one shared session, and Airflow's own
+   ``HttpSensorTrigger`` (a new session and a connection lookup per poll) pointed at the video URL,
+   which answers 404 until the generation completes. Time compressed by a factor; ``--runs`` times.
+2. Worker-slot seconds of the sensor's modes in a real Airflow 3 (:mod:`benchmarks.deployment`).
+3. A real triggerer, no time compression (:mod:`benchmarks.triggerer`): N deferred sensors vs N
+   deferrable ``HttpSensor``s, API calls, triggerer CPU/RSS, slot seconds, end-to-end latency.
+4. Two triggerers, one SIGKILLed mid-wait (:mod:`benchmarks.ha`).
+5. A virtual-time model of 100,000 waits across K triggerers (:mod:`benchmarks.model`), checked
+   against part 3.
+
+Results go to ``benchmarks/RESULTS.md`` (raw figures: ``RESULTS.json``; plots: ``benchmarks/results/``).
+
+    python -m benchmarks.run            # everything (about 45 min on 2 cores)
+    python -m benchmarks.run --quick    # a smoke run of every part (a few minutes)
 """
 
 from __future__ import annotations
@@ -23,7 +29,6 @@ import datetime as dt
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -34,34 +39,25 @@ from typing import Any
 
 import aiohttp
 
-from airflow_provider_luma.testing.process import SimulatorProcess as _SimulatorProcess
-
-ROOT = Path(__file__).resolve().parent.parent
-API_KEY = "bench-key"
-GENERATION_PATH = "/v2/generate/video/luma-ai/generation"
-REAL_HOLD = 30.0  # the service's long-poll hold, seconds
-BASELINE_INTERVALS = (5.0, 60.0)  # real-time seconds of the interval pollers compared against
-SPREAD_STEPS = 400  # distinct generation lengths of the spread case
-
-COLUMNS = (
-    "N",
-    "factor",
-    "T s",
-    "variant",
-    "wall s",
-    "RSS/wait KB",
-    "peak RSS MB",
-    "CPU ms/wait-min",
-    "peak sockets",
-    "calls/wait",
-    "floor",
-    "p50 ms",
-    "p99 ms",
-    "max ms",
-    "sim p99 ms",
-    "1st call p99 s",
-    "ok",
+from benchmarks.common import (
+    API_KEY,
+    BASELINE_INTERVALS,
+    COLUMNS,
+    GENERATION_PATH,
+    REAL_HOLD,
+    ROOT,
+    UNIVERSAL_PATH,
+    SimulatorProcess,
+    fmt,
+    machine,
+    percentile,
+    pin,
+    wait_key,
+    window_peak,
 )
+from benchmarks.common import parse_time as _parse_time
+
+SPREAD_STEPS = 400  # distinct generation lengths of the spread case
 
 
 @dataclass
@@ -69,10 +65,12 @@ class Scenario:
     n: int
     factor: float
     generation_seconds: float  # compressed T
-    variant: str  # "long-poll", "long-poll burst", "poll 5s", "poll 60s"
-    mode: str  # "trigger" or "poll"
+    variant: str  # "long-poll", "long-poll burst", "bare poll 5s", "HttpSensorTrigger 5s", ...
+    mode: str  # "trigger", "poll" (bare aiohttp, one shared session) or "http-trigger" (HttpSensorTrigger)
     burst: bool = False
     interval: float = 0.0  # compressed poll interval
+    universal: bool = False  # universal (luma/ray-2) generations instead of luma-ai ones
+    extras: dict[str, Any] = field(default_factory=dict)  # more connection extras (e.g. a call budget)
 
     @property
     def hold(self) -> float:
@@ -84,27 +82,6 @@ class Outcome:
     scenario: Scenario
     row: dict[str, Any]
     raw: dict[str, Any] = field(default_factory=dict)
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    """Nearest-rank percentile (``fraction`` in 0..1) of a non-empty list."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
-
-
-def _pin(pid: int, cpu: int) -> None:
-    """Pin a process to one CPU when the machine has several (the simulator and the waits never share one)."""
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) > 1:
-        os.sched_setaffinity(pid, {cpus[cpu % len(cpus)]})
-
-
-class SimulatorProcess(_SimulatorProcess):
-    """The simulator CLI in its own process, pinned to CPU 1 (the waits measured run on CPU 0)."""
-
-    def __init__(self, hold: float) -> None:
-        super().__init__(["--hold", str(hold)], api_key=API_KEY)
-        _pin(self.pid, 1)
 
 
 class Bench:
@@ -124,16 +101,19 @@ class Bench:
             response.raise_for_status()
             return await response.json()
 
-    async def _create(self, prompt: str) -> dict[str, Any]:
+    async def _create(self, prompt: str, universal: bool = False) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {API_KEY}"}
         body = {"prompt": prompt, "aspect_ratio": "16:9"}
+        path = GENERATION_PATH
+        if universal:  # the universal create answers no created_at: take the time of the answer
+            body, path = {"prompt": prompt, "model": "luma/ray-2"}, UNIVERSAL_PATH
         for attempt in range(5):
             try:
-                async with self.session.post(
-                    self.sim.base_url + GENERATION_PATH, json=body, headers=headers
-                ) as response:
+                async with self.session.post(self.sim.base_url + path, json=body, headers=headers) as response:
                     response.raise_for_status()
-                    return await response.json()
+                    answer = await response.json()
+                    answer.setdefault("created_at", dt.datetime.now(dt.UTC).isoformat())
+                    return answer
             except aiohttp.ClientError:
                 if attempt == 4:
                     raise
@@ -158,7 +138,7 @@ class Bench:
 
         async def create(prompt: str) -> dict[str, Any]:
             async with semaphore:
-                return await self._create(prompt)
+                return await self._create(prompt, scenario.universal)
 
         generations: list[tuple[dict[str, Any], float]] = []
         if not scenario.burst:
@@ -191,12 +171,20 @@ class Bench:
         return ids, done_at
 
     def _client_env(self, scenario: Scenario) -> dict[str, str]:
-        extras = {"min_poll_interval": 5.0 / scenario.factor, "max_backoff": 60.0 / scenario.factor}
-        conn = {"conn_type": "luma", "host": self.sim.base_url, "password": API_KEY, "extra": extras}
+        # long_poll_hold: the hook takes an answer much sooner than this hold for a server that ignores the
+        # hold parameter, so a compressed hold must be declared.
+        extras = {
+            "min_poll_interval": 5.0 / scenario.factor,
+            "max_backoff": 60.0 / scenario.factor,
+            "long_poll_hold": scenario.hold,
+        }
+        extras.update(budget_extras(self.args))
+        extras.update(scenario.extras)
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_CONN_")}
         env.update(
             {
-                "AIRFLOW_CONN_LUMA_DEFAULT": json.dumps(conn),
+                "AIRFLOW_CONN_LUMA_DEFAULT": self.sim.connection(**extras),
+                "AIRFLOW_CONN_HTTP_CDN": self.sim.cdn_connection(),
                 "AIRFLOW_HOME": str(self.work / "airflow-home"),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                 "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
@@ -214,6 +202,7 @@ class Bench:
             "interval": scenario.interval,
             "warmup_id": warm["id"],
             "base_url": self.sim.base_url,
+            "cdn_url": self.sim.cdn_url,
             "api_key": API_KEY,
             "deadline_seconds": scenario.generation_seconds * 3 + 120 + scenario.interval * 2,
             # Spread case: starts staggered over one hold (a triggerer's steady state); burst: all at once.
@@ -230,7 +219,7 @@ class Bench:
             cwd=str(ROOT),
             limit=2**28,
         )
-        _pin(process.pid, 0)
+        pin(process.pid, 0)
         try:
             ready = await asyncio.wait_for(_read_tagged(process, "READY"), 120)
             ids, done_at = await self._create_all(scenario)
@@ -247,18 +236,24 @@ class Bench:
                 except TimeoutError:
                     process.kill()
                     await process.wait()
-        del ready
-        log = await self._get("/_sim/requests?endpoint=get")
-        return Outcome(scenario, self._row(scenario, ids, done_at, result, log), result | {"done_at": done_at})
+        log = await self._get("/_sim/requests")
+        row = self._row(scenario, ids, done_at, result, log)
+        row["log levels"] = ready.get("log_levels", {})
+        return Outcome(scenario, row, result | {"done_at": done_at})
 
     def _row(self, s: Scenario, ids: list[str], done_at: list[float], result: dict, log: list[dict]) -> dict:
         wanted = set(ids)
         calls = {i: 0 for i in ids}
         answered = {i: 0.0 for i in ids}  # when the simulator sent its last answer for the id
         first = {i: math.inf for i in ids}  # when the first call of the wait reached the simulator
+        wanted |= {i.partition(":")[0] for i in ids}  # the video URL carries the uuid part of a universal id
+        send_times = []
         for entry in log:
-            generation_id = entry.get("query", {}).get("generation_id")
+            generation_id = wait_key(entry)  # a fetch's generation_id, or the video URL's uuid (HttpSensorTrigger)
+            if generation_id in wanted and generation_id not in calls:
+                generation_id = next(i for i in ids if i.partition(":")[0] == generation_id)
             if generation_id in wanted:
+                send_times.append(entry["time"])
                 calls[generation_id] += 1
                 answered[generation_id] = max(answered[generation_id], entry["time"] + entry["elapsed"])
                 first[generation_id] = min(first[generation_id], entry["time"])
@@ -283,6 +278,8 @@ class Bench:
             "RSS/wait KB": (result["peak_rss"] - result["baseline_rss"]) / s.n / 1024,
             "peak RSS MB": result["peak_rss"] / 2**20,
             "CPU ms/wait-min": cpu_per_wait_minute * 1000,
+            "CPU ms/wait": result["cpu_seconds"] / s.n * 1000,
+            "peak calls/s": window_peak(send_times) * s.factor if s.factor == 1 else float("nan"),
             "peak sockets": result["peak_sockets"] - result["baseline_sockets"],
             "calls/wait": sum(calls.values()) / s.n,
             "floor": floor,
@@ -300,10 +297,6 @@ class Bench:
         }
 
 
-def _parse_time(text: str) -> float:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
 async def _read_tagged(process: asyncio.subprocess.Process, tag: str) -> dict[str, Any]:
     assert process.stdout is not None
     while True:
@@ -315,62 +308,75 @@ async def _read_tagged(process: asyncio.subprocess.Process, tag: str) -> dict[st
             return json.loads(text[len(tag) + 1 :])
 
 
+def budget_extras(args: argparse.Namespace) -> dict[str, Any]:
+    """The call-budget connection extras asked for on the command line (passed through as they are)."""
+    out: dict[str, Any] = {}
+    if getattr(args, "max_calls_per_second", None) is not None:
+        out["max_calls_per_second"] = args.max_calls_per_second
+    if getattr(args, "max_call_burst", None) is not None:
+        out["max_call_burst"] = args.max_call_burst
+    return out
+
+
 def scenarios_for(n: int, args: argparse.Namespace) -> list[Scenario]:
     # Compressing time multiplies the request rate: lower the factor for large N so that our own long
     # polls (N / hold per second) stay under --max-rate, what one simulator process serves on one core.
     factor = args.factor if args.real_time else min(args.factor, max(1.0, REAL_HOLD * args.max_rate / n))
     t = args.generation_seconds / factor
-    out = [
-        Scenario(n, factor, t, "long-poll", "trigger"),
-        Scenario(n, factor, t, "long-poll burst", "trigger", burst=True),
-    ]
+    out = [Scenario(n, factor, t, "long-poll", "trigger")]
+    if not args.no_burst:
+        out.append(Scenario(n, factor, t, "long-poll burst", "trigger", burst=True))
     if not args.no_baseline:
         for interval in BASELINE_INTERVALS:
-            out.append(Scenario(n, factor, t, f"poll {interval:g}s", "poll", interval=interval / factor))
+            out.append(Scenario(n, factor, t, f"bare poll {interval:g}s", "poll", interval=interval / factor))
+            if n <= args.max_fair_n:
+                out.append(
+                    Scenario(
+                        n, factor, t, f"HttpSensorTrigger {interval:g}s", "http-trigger", interval=interval / factor
+                    )
+                )
+    if n <= 1000:
+        # Generations that finish within one hold (completions 9-27 s in: one long poll each).
+        one = 18.0 / factor
+        out.append(Scenario(n, factor, one, "long-poll 1-hold", "trigger"))
+        if not args.no_baseline:
+            out.append(Scenario(n, factor, one, "bare poll 5s 1-hold", "poll", interval=5.0 / factor))
+            out.append(Scenario(n, factor, one, "HttpSensorTrigger 5s 1-hold", "http-trigger", interval=5.0 / factor))
     return out
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "n/a"
-        return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
-    return str(value)
+#: The budget target of issue 12: 1,000 waits on the universal endpoint, 20 calls/s and a burst of 20.
+BUDGET_TARGET = {"n": 1000, "max_calls_per_second": 20.0, "max_call_burst": 20}
 
 
-def table(rows: list[dict[str, Any]], columns: tuple[str, ...] = COLUMNS) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_fmt(row.get(c, "")) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
+def budget_scenario(args: argparse.Namespace) -> tuple[Scenario, str]:
+    """
+    HOOK for issue 12 item 1 (the call budget): 1,000 universal waits (no time compression, 10 s polls)
+    with ``max_calls_per_second`` 20 and ``max_call_burst`` 20 in the connection; the report checks that
+    no one-second window of the simulator's log holds more than rate + burst calls and that every
+    wait succeeded. Until the provider reads those extras (:func:`benchmarks.common.budget_supported`),
+    the same waits run without a budget and the target is reported as not measurable.
+    """
+    from benchmarks.common import budget_supported
 
-
-def ratio_table(rows: list[dict[str, Any]]) -> str:
-    """Our long-poll figures divided by each interval poller's, per N (below 1: ours is lower)."""
-    metrics = ("RSS/wait KB", "CPU ms/wait-min", "peak sockets", "calls/wait", "p50 ms", "p99 ms")
-    columns = ("N", "vs", *metrics)
-    out = []
-    by_n: dict[int, dict[str, dict]] = {}
-    for row in rows:
-        by_n.setdefault(row["N"], {})[row["variant"]] = row
-    for n, variants in sorted(by_n.items()):
-        ours = variants.get("long-poll")
-        for name in (f"poll {i:g}s" for i in BASELINE_INTERVALS):
-            theirs = variants.get(name)
-            if ours is None or theirs is None:
-                continue
-            ratios: dict[str, Any] = {"N": n, "vs": name}
-            for metric in metrics:
-                a, b = ours[metric], theirs[metric]
-                ratios[metric] = f"{a / b:.2f}" if b and not math.isnan(b) else "n/a"
-            out.append(ratios)
-    return table(out, columns)
+    n = 50 if args.quick else BUDGET_TARGET["n"]
+    t = 20.0 if args.quick else 90.0
+    if budget_supported():
+        extras = {k: v for k, v in BUDGET_TARGET.items() if k != "n"}
+        return Scenario(n, 1.0, t, "universal, budget 20/s + 20", "trigger", universal=True, extras=extras), ""
+    note = (
+        "SKIPPED (budget): the provider does not read `max_calls_per_second` / `max_call_burst` yet (issue 12 "
+        "item 1); the same waits ran without a budget."
+    )
+    return Scenario(n, 1.0, t, "universal, no budget", "trigger", universal=True), note
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="a tiny smoke run: N = 20, no deployment")
-    p.add_argument("--real-time", action="store_true", help="no time compression: 30 s holds (slow)")
-    p.add_argument("--sizes", default="100,1000,5000,10000", help="comma-separated numbers of concurrent waits")
+    p.add_argument("--quick", action="store_true", help="a smoke run of every part: small N, short generations")
+    p.add_argument("--real-time", action="store_true", help="no time compression in the one-loop part (slow)")
+    p.add_argument("--sizes", default="100,1000,5000", help="comma-separated numbers of concurrent waits (one loop)")
+    p.add_argument("--runs", type=int, default=3, help="repetitions of each one-loop scenario (median, min-max)")
     p.add_argument("--factor", type=float, default=30.0, help="time compression factor (default 30)")
     p.add_argument(
         "--max-rate",
@@ -378,11 +384,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1000.0,
         help="cap of our long polls per second (N*factor/30); large N get a smaller factor (default 1000)",
     )
+    p.add_argument(
+        "--max-fair-n",
+        type=int,
+        default=1000,
+        help="largest N of the HttpSensorTrigger baseline in one loop (a session per poll; default 1000)",
+    )
     p.add_argument("--generation-seconds", type=float, default=120.0, help="real-time generation length T")
     p.add_argument("--no-baseline", action="store_true", help="skip the interval pollers")
     p.add_argument("--no-burst", action="store_true", help="skip the burst case")
+    p.add_argument("--no-loop", action="store_true", help="skip the one-loop part")
     p.add_argument("--no-deployment", action="store_true", help="skip the worker-slot part (real Airflow)")
     p.add_argument("--deployment-factor", type=float, default=4.0, help="time compression of the deployment part")
+    p.add_argument("--no-triggerer", action="store_true", help="skip the real-triggerer part (item 3)")
+    p.add_argument("--triggerer-n", type=int, default=60, help="waits per variant in the real-triggerer part")
+    p.add_argument("--no-ha", action="store_true", help="skip the two-triggerers part (item 4)")
+    p.add_argument("--ha-n", type=int, default=40, help="deferred tasks in the two-triggerers part")
+    p.add_argument("--no-model", action="store_true", help="skip the virtual-time model (item 5)")
+    p.add_argument("--model-waits", type=int, default=100_000, help="waits in the virtual-time model")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--no-budget", action="store_true", help="skip the universal-endpoint budget scenario")
+    p.add_argument("--max-calls-per-second", type=float, default=None, help="budget extra passed to the connection")
+    p.add_argument("--max-call-burst", type=int, default=None, help="burst extra passed to the connection")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS.md"), help="the Markdown report")
     p.add_argument("--title", default="Benchmark results", help="heading of the report")
     args = p.parse_args(argv)
@@ -390,22 +413,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.factor = 1.0
     if args.quick:
         args.sizes = "20"
+        args.runs = 1
         args.no_deployment = True
+        args.triggerer_n = min(args.triggerer_n, 10)
+        args.ha_n = min(args.ha_n, 6)
+        args.model_waits = min(args.model_waits, 2000)
     args.sizes = [int(s) for s in str(args.sizes).split(",") if s.strip()]
     return args
-
-
-def machine() -> str:
-    import resource
-
-    import psutil
-
-    files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    return (
-        f"{os.cpu_count()} CPUs (`nproc` {len(os.sched_getaffinity(0))}), "
-        f"{psutil.virtual_memory().total / 2**30:.1f} GiB RAM, {platform.platform()}, "
-        f"Python {platform.python_version()}, aiohttp {aiohttp.__version__}, open-file limit {files}"
-    )
 
 
 async def run_waits(args: argparse.Namespace) -> tuple[list[Outcome], dict[str, float]]:
@@ -416,50 +430,86 @@ async def run_waits(args: argparse.Namespace) -> tuple[list[Outcome], dict[str, 
             bench = Bench(args, sim, session)
             rtt = await bench.loopback_round_trip()
             print(f"loopback round trip: p50 {rtt['p50_ms']:.3f} ms, p99 {rtt['p99_ms']:.3f} ms", flush=True)
-            for n in args.sizes:
-                for scenario in scenarios_for(n, args):
-                    if scenario.burst and args.no_burst:
-                        continue
-                    started = time.monotonic()
-                    outcome = await bench.run(scenario)
-                    outcomes.append(outcome)
-                    row = outcome.row
-                    print(
-                        f"N={n:>6} {scenario.variant:<16} f={scenario.factor:g} "
-                        + " ".join(f"{c}={_fmt(row[c])}" for c in COLUMNS[4:])
-                        + f" ({time.monotonic() - started:.0f} s)",
-                        flush=True,
-                    )
+            for run in range(args.runs):
+                for n in args.sizes:
+                    for scenario in scenarios_for(n, args):
+                        started = time.monotonic()
+                        outcome = await bench.run(scenario)
+                        outcome.row["run"] = run + 1
+                        outcomes.append(outcome)
+                        row = outcome.row
+                        print(
+                            f"run {run + 1} N={n:>6} {scenario.variant:<22} f={scenario.factor:g} "
+                            + " ".join(f"{c}={fmt(row[c])}" for c in COLUMNS[4:])
+                            + f" ({time.monotonic() - started:.0f} s)",
+                            flush=True,
+                        )
+            if not args.no_budget:
+                scenario, note = budget_scenario(args)
+                if note:
+                    print(note, flush=True)
+                outcome = await bench.run(scenario)
+                outcome.row["run"] = 1
+                outcome.row["note"] = note
+                outcomes.append(outcome)
+                print(f"budget scenario: {outcome.row}", flush=True)
     finally:
         sim.stop()
     return outcomes, rtt
+
+
+def _part(name: str, function: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Run one part; on failure keep the other parts' results and say what failed."""
+    started = time.monotonic()
+    print(f"== {name} ==", flush=True)
+    try:
+        result = function(*args, **kwargs)
+    except Exception as error:
+        import traceback
+
+        traceback.print_exc()
+        result = {"error": f"{type(error).__name__}: {str(error)[:3000]}"}
+    result["seconds"] = time.monotonic() - started
+    print(f"== {name}: {result['seconds']:.0f} s ==", flush=True)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    outcomes, rtt = asyncio.run(run_waits(args))
-    slots = None
-    if not args.no_deployment:
-        from benchmarks.deployment import measure_worker_slots
-
-        try:
-            slots = measure_worker_slots(args.deployment_factor)
-        except Exception as error:  # keep the other results; say what failed
-            slots = {"markdown": f"The deployment part failed: {type(error).__name__}: {str(error)[:2000]}"}
-        print(slots["markdown"], flush=True)
-    report = {
+    report: dict[str, Any] = {
         "command": "python -m benchmarks.run " + " ".join(sys.argv[1:] if argv is None else argv),
         "date": when,
         "machine": machine(),
         "args": {k: v for k, v in vars(args).items()},
-        "loopback": rtt,
-        "rows": [o.row for o in outcomes],
-        "scenarios": [asdict(o.scenario) for o in outcomes],
-        "worker_slots": slots,
-        "seconds": time.monotonic() - started,
     }
+    if not args.no_loop:
+        outcomes, rtt = asyncio.run(run_waits(args))
+        report["loopback"] = rtt
+        report["rows"] = [o.row for o in outcomes]
+        report["scenarios"] = [asdict(o.scenario) for o in outcomes]
+    if not args.no_deployment:
+        from benchmarks.deployment import measure_worker_slots
+
+        report["worker_slots"] = _part("worker slots", measure_worker_slots, args.deployment_factor)
+    if not args.no_triggerer:
+        from benchmarks.triggerer import measure_real_triggerer
+
+        report["triggerer"] = _part("real triggerer", measure_real_triggerer, args)
+    if not args.no_ha:
+        from benchmarks.ha import measure_two_triggerers
+
+        report["ha"] = _part("two triggerers, one killed", measure_two_triggerers, args.ha_n, quick=args.quick)
+    if not args.no_model:
+        from benchmarks.model import model_report
+
+        report["model"] = _part("virtual-time model", model_report, args.model_waits, report.get("triggerer"))
+    report["seconds"] = time.monotonic() - started
+    if not args.no_plots:
+        from benchmarks.plots import make_plots
+
+        report["plots"] = make_plots(report, Path(args.out).parent / "results")
     from benchmarks.report import write_report
 
     write_report(report, Path(args.out))

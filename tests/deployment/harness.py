@@ -117,8 +117,9 @@ class AirflowDeployment:
             )
         return result
 
-    def start_component(self, name: str) -> None:
-        """Start ``airflow <name>`` in its own process group, output appended to ``<home>/<name>.log``."""
+    def start_component(self, name: str, command: tuple[str, ...] | None = None) -> None:
+        """Start ``airflow <name>`` (or ``airflow <command...>``) in its own process group, output appended to
+        ``<home>/<name>.log``. ``command`` lets one command run twice under two names (a second triggerer)."""
         current = self.components.get(name)
         if current is not None and current.process.poll() is None:
             raise RuntimeError(f"{name} is already running (pid {current.process.pid})")
@@ -126,7 +127,7 @@ class AirflowDeployment:
         log_file.write(f"\n===== starting {name} at {time.strftime('%H:%M:%S')} =====\n".encode())
         log_file.flush()
         process = subprocess.Popen(
-            [sys.executable, "-m", "airflow", name],
+            [sys.executable, "-m", "airflow", *(command or (name,))],
             env=self.env,
             cwd=self.home,
             stdin=subprocess.DEVNULL,
