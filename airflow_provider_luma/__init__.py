@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from airflow_provider_luma.connection_form import provider_connection_form
 from airflow_provider_luma.version import __version__
 
 __all__ = ["__version__", "get_provider_info"]
@@ -49,35 +50,10 @@ def get_provider_info() -> dict[str, Any]:
             {
                 "connection-type": "luma",
                 "hook-class-name": "airflow_provider_luma.hooks.luma.LumaHook",
+                "hook-name": "Luma AI",
                 # Airflow 3.2+ builds the connection form from here; older versions call
-                # LumaHook.get_ui_field_behaviour().
-                "ui-field-behaviour": {
-                    "hidden-fields": ["schema", "port", "login"],
-                    "relabeling": {"password": "API key"},
-                    "placeholders": {"host": "https://api.aimlapi.com", "password": "your AI/ML API key"},
-                },
-                "conn-fields": {
-                    "timeout": {
-                        "label": "Request timeout (s)",
-                        "schema": {"type": ["number", "null"], "minimum": 1},
-                        "description": "Read time-out of one call; keep it above the API's 30 s hold. Default 60.",
-                    },
-                    "max_retries": {
-                        "label": "Retries per call",
-                        "schema": {"type": ["integer", "null"], "minimum": 0},
-                        "description": "Retries after 429, 5xx and dropped connections. Default 5.",
-                    },
-                    "ids_per_request": {
-                        "label": "Ids per multi-fetch call",
-                        "schema": {"type": ["integer", "null"], "minimum": 1},
-                        "description": "How many generation ids one multi-fetch call carries. Default 6.",
-                    },
-                    "allow_insecure_http": {
-                        "label": "Allow plain http to a remote host",
-                        "schema": {"type": ["boolean", "null"]},
-                        "description": "Sends the key in clear text: only for trusted networks.",
-                    },
-                },
+                # LumaHook.get_ui_field_behaviour(). Both come from connection_form.
+                **provider_connection_form(),
             }
         ],
         "extra-links": ["airflow_provider_luma.operators.luma.LumaVideoLink"],

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from airflow.providers.common.compat.sdk import AirflowException
 
+#: Said by every error after which a (paid) generation may exist although its id never arrived.
+MAYBE_CREATED_HINT = "The generation may have been created anyway: check before submitting again."
+
 
 class LumaError(AirflowException):
     """
@@ -20,6 +23,8 @@ class LumaError(AirflowException):
     maybe_created: bool = False
     #: The server's own words, when it sent an error body (a 400 names the parameter it rejects).
     server_message: str | None = None
+    #: Seconds the server asked to wait before the next attempt (its ``Retry-After``), if it said.
+    retry_after: float | None = None
 
     def __init__(self, message: str, *, http_status: int | None = None, request_id: str | None = None):
         if request_id:
@@ -44,7 +49,7 @@ class LumaAuthenticationError(LumaError):
 
 
 class LumaForbiddenError(LumaError):
-    """The API refused the call (403); the service answers 403 when the account is out of credits."""
+    """The API refused the call (403): the account is out of credits or over its plan's call limit."""
 
 
 class LumaNotFoundError(LumaError):
@@ -67,6 +72,21 @@ class LumaRateLimitError(LumaError):
     def __init__(self, message: str, *, retry_after: float | None = None, **kwargs):
         super().__init__(message, **kwargs)
         self.retry_after = retry_after
+
+
+class LumaRequestTimeoutError(LumaError):
+    """The server gave up waiting for the request (408) before acting on it: safe to send again."""
+
+    transient = True
+
+
+class LumaConflictError(LumaError):
+    """
+    The request conflicts with the server's current state (409). A fetch may succeed later; a create
+    is never resent after it, since the conflict may be with the generation it just made.
+    """
+
+    transient = True
 
 
 class LumaServerError(LumaError):

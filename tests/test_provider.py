@@ -57,3 +57,76 @@ def test_uri_form_of_the_connection(monkeypatch):
     assert LumaHook().settings.base_url == "http://127.0.0.1:8089"
     monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", f"luma://:{SENTINEL_KEY}@api.aimlapi.com")
     assert LumaHook().settings.base_url == "https://api.aimlapi.com"
+
+
+# -- the connection form: one definition, and a test that it never drifts -------------------------
+
+
+class RecordingExtras(dict):
+    """Extras that remember which keys were read."""
+
+    def __init__(self, **values):
+        super().__init__(**values)
+        self.read: set[str] = set()
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return super().get(key, default)
+
+
+def settings_from(**extras):
+    from airflow.models import Connection
+
+    from airflow_provider_luma.hooks.settings import LumaSettings
+
+    conn = Connection(conn_id="form", conn_type="luma", host="http://127.0.0.1:1", password=SENTINEL_KEY)
+    return LumaSettings.from_connection(conn, RecordingExtras(**extras))
+
+
+def test_the_settings_read_exactly_the_extras_of_the_form_with_their_defaults():
+    from airflow.models import Connection
+
+    from airflow_provider_luma.connection_form import EXTRAS
+    from airflow_provider_luma.hooks.settings import LumaSettings
+
+    extras = RecordingExtras()
+    conn = Connection(conn_id="form", conn_type="luma", host="http://127.0.0.1:1", password=SENTINEL_KEY)
+    settings = LumaSettings.from_connection(conn, extras)
+    assert extras.read == {extra.name for extra in EXTRAS}
+    for extra in EXTRAS:
+        if extra.name == "allow_insecure_http":
+            continue  # read, not kept: it only decides whether the host is accepted
+        value = getattr(settings, extra.name)
+        assert (value or None) == (extra.default or None), extra.name
+
+
+def test_the_settings_enforce_the_forms_minimums_and_choices():
+    import pytest
+
+    from airflow_provider_luma.connection_form import EXTRAS
+    from airflow_provider_luma.errors import LumaConfigurationError
+
+    for extra in EXTRAS:
+        if extra.minimum is not None:
+            settings_from(**{extra.name: extra.minimum})
+            below = extra.minimum - (1 if extra.kind == "integer" else extra.minimum / 2 or 0.01)
+            with pytest.raises(LumaConfigurationError, match=extra.name):
+                settings_from(**{extra.name: below})
+        for choice in extra.choices:
+            settings_from(**{extra.name: choice})
+        if extra.choices:
+            with pytest.raises(LumaConfigurationError, match=extra.name):
+                settings_from(**{extra.name: "bogus"})
+
+
+def test_both_forms_of_the_connection_form_say_the_same():
+    from airflow_provider_luma.connection_form import EXTRAS
+
+    (conn_type,) = airflow_provider_luma.get_provider_info()["connection-types"]
+    declared, python = conn_type["ui-field-behaviour"], LumaHook.get_ui_field_behaviour()
+    assert declared["hidden-fields"] == python["hidden_fields"]
+    assert declared["relabeling"] == python["relabeling"]
+    assert {k: v for k, v in python["placeholders"].items() if k != "extra"} == declared["placeholders"]
+    assert set(json.loads(python["placeholders"]["extra"])) <= set(conn_type["conn-fields"])
+    assert list(conn_type["conn-fields"]) == [extra.name for extra in EXTRAS]
+    assert conn_type["hook-name"] == LumaHook.hook_name

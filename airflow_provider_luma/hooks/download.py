@@ -5,19 +5,37 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import tempfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 from airflow.providers.common.compat.sdk import ObjectStoragePath
+from requests.adapters import HTTPAdapter
 from tenacity import Retrying, retry_if_exception, stop_after_attempt
 
 from airflow_provider_luma.errors import LumaConnectionError, LumaError, LumaInputError, LumaResponseError
-from airflow_provider_luma.hooks.transport import RETRY_BACKOFF, error_for_response, is_transient
+from airflow_provider_luma.hooks import video_url
+from airflow_provider_luma.hooks.settings import LumaSettings
+from airflow_provider_luma.hooks.transport import (
+    MAX_ERROR_BODY_BYTES,
+    RETRY_BACKOFF,
+    answer_text,
+    error_for_response,
+    is_transient,
+    read_capped,
+)
+from airflow_provider_luma.hooks.video_url import (
+    MAX_REDIRECTS,
+    LumaVideoUrlRefusedError,
+    Resolver,
+    Target,
+    VideoHostPolicy,
+)
 from airflow_provider_luma.models import Generation, GenerationState
 from airflow_provider_luma.version import __version__
 
@@ -33,17 +51,43 @@ class VideoDownload:
     """
     Downloads of one hook: the CDN is called with a plain request, never with the API key.
 
+    The video URL comes from an API answer, so it is checked before any connection, and again on
+    each redirect, by :class:`~airflow_provider_luma.hooks.video_url.VideoHostPolicy` (https only,
+    never a link-local address such as the cloud metadata service, no loopback or private address
+    unless the connection allows it); the request then goes to the address that was checked. Behind
+    a proxy from the environment, the proxy resolves names: the URL is checked, the proxy trusted.
+
     :param conn_id: The Luma connection, for messages.
     :param logger: Where progress is logged (the hook's logger).
     :param timeout: Connect and read time-outs (seconds) of one CDN request.
+    :param settings: The connection's settings (video host rules, ``max_video_bytes``); read from
+        ``conn_id`` when not given.
+    :param resolver: Resolves video host names; default: :data:`.video_url.default_resolver`.
     """
 
     def __init__(
-        self, conn_id: str, logger: logging.Logger | Any, timeout: tuple[float, float] = VIDEO_TIMEOUT
+        self,
+        conn_id: str,
+        logger: logging.Logger | Any,
+        timeout: tuple[float, float] = VIDEO_TIMEOUT,
+        *,
+        settings: LumaSettings | None = None,
+        resolver: Resolver | None = None,
     ) -> None:
         self.conn_id = conn_id
         self.log = logger
         self.timeout = timeout
+        self._settings = settings
+        self.resolver = resolver
+
+    @property
+    def settings(self) -> LumaSettings:
+        """The connection's settings (read once)."""
+        if self._settings is None:
+            from airflow_provider_luma.hooks.luma import LumaHook  # the hook imports this module
+
+            self._settings = LumaHook(self.conn_id).settings
+        return self._settings
 
     def download(
         self,
@@ -79,54 +123,118 @@ class VideoDownload:
         return target
 
     def _stream(self, generation: Generation, temporary: Any, chunk_size: int) -> int:
-        # A plain request, not the API session: the CDN must never see the API key.
         what = f"downloading the video of generation {generation.id}"
-        headers = {"User-Agent": f"airflow-provider-luma/{__version__}", "Accept-Encoding": "identity"}
-        assert generation.video_url is not None
+        policy = VideoHostPolicy.for_settings(self.settings, self.resolver or video_url.default_resolver)
+        url = generation.video_url
+        assert url is not None
         try:
             file = temporary.open("wb")  # opened first: an unwritable destination fails before any download
         except OSError as error:
             raise LumaInputError(
                 f"The video destination {temporary.parent} is not writable: {error.strerror or error}."
             ) from None
-        try:
-            with (
-                file,
-                requests.get(generation.video_url, stream=True, headers=headers, timeout=self.timeout) as answer,
-            ):
-                if answer.status_code >= 400:
-                    failure = error_for_response(
-                        answer.status_code, answer.text, answer.headers, what=what, conn_id=self.conn_id
-                    )
-                    if not failure.transient:
-                        # A 403/404 from the CDN means an expired or wrong link, not a bad API key.
-                        failure = LumaError(
-                            f"The video host answered {answer.status_code} while {what}: the link may have expired; "
-                            "fetch the generation again for a fresh one.",
-                            http_status=answer.status_code,
-                        )
-                    raise failure
-                expected = answer.headers.get("Content-Length")
-                written = 0
-                head = b""
-                for chunk in answer.iter_content(chunk_size=chunk_size):
-                    if len(head) < 8:
-                        head += chunk[: 8 - len(head)]
-                        if len(head) == 8 and head[4:8] != b"ftyp":
-                            # An HTML error page served with 200 must not end up named .mp4.
-                            raise LumaResponseError(f"The video host sent something that is not an MP4 while {what}.")
-                    file.write(chunk)
-                    written += len(chunk)
+        with file:
+            for _ in range(MAX_REDIRECTS + 1):
+                hop = policy.check(url, proxied=_proxied(url), what=what)  # before any connection
+                try:
+                    with _session(hop) as session, _get(session, hop, self.timeout) as answer:
+                        if answer.is_redirect:  # followed here, so that each hop is checked
+                            url = urljoin(url, answer.headers["Location"])
+                            continue
+                        written = self._save(answer, file, chunk_size, what)
+                except requests.exceptions.RequestException as error:
+                    raise LumaConnectionError(
+                        f"The video host dropped the connection while {what} ({type(error).__name__})."
+                    ) from None
                 _sync_to_disk(file)
-        except requests.exceptions.RequestException as error:
-            raise LumaConnectionError(
-                f"The video host dropped the connection while {what} ({type(error).__name__})."
-            ) from None
+                return written
+        raise LumaVideoUrlRefusedError(f"The video host redirected more than {MAX_REDIRECTS} times while {what}.")
+
+    def _save(self, answer: requests.Response, file: Any, chunk_size: int, what: str) -> int:
+        if answer.status_code >= 400:
+            body = read_capped(answer, MAX_ERROR_BODY_BYTES)  # an error page is cut, never read whole
+            text = answer_text(answer.status_code, body, MAX_ERROR_BODY_BYTES, what=what)
+            failure = error_for_response(answer.status_code, text, answer.headers, what=what, conn_id=self.conn_id)
+            if not failure.transient:
+                # A 403/404 from the CDN means an expired or wrong link, not a bad API key.
+                failure = LumaError(
+                    f"The video host answered {answer.status_code} while {what}: the link may have expired; "
+                    "fetch the generation again for a fresh one.",
+                    http_status=answer.status_code,
+                )
+            raise failure
+        limit = self.settings.max_video_bytes
+        expected = answer.headers.get("Content-Length", "")
+        if expected.isdigit() and int(expected) > limit:
+            raise _too_large(what, f"{int(expected)} bytes by its Content-Length", limit)
+        written = 0
+        head = b""
+        for chunk in answer.iter_content(chunk_size=chunk_size):
+            if len(head) < 8:
+                head += chunk[: 8 - len(head)]
+                if len(head) == 8 and head[4:8] != b"ftyp":
+                    # An HTML error page served with 200 must not end up named .mp4.
+                    raise _not_an_mp4(what)
+            written += len(chunk)
+            if written > limit:
+                raise _too_large(what, f"more than {limit} bytes", limit)
+            file.write(chunk)
         if written == 0:
             raise LumaConnectionError(f"The video host sent an empty body while {what}.")
-        if expected is not None and expected.isdigit() and written != int(expected):
+        if expected.isdigit() and written != int(expected):
             raise LumaConnectionError(f"The video host sent {written} of {expected} bytes while {what}.")
+        if written < 8:  # too short to hold an MP4's first box
+            raise _not_an_mp4(what)
         return written
+
+
+def _proxied(url: str) -> bool:
+    # The proxy requests would take from the environment (HTTPS_PROXY, NO_PROXY ...) for this URL.
+    return requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url)) is not None
+
+
+class _PinnedAdapter(HTTPAdapter):
+    """Connects to the checked address of a URL rewritten to it; TLS (SNI, certificate) still names the host."""
+
+    def __init__(self, hostname: str) -> None:
+        self._hostname = hostname  # before super(): it builds the pool manager
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        """The pool manager, with the host name for SNI and the certificate check."""
+        kwargs.update(server_hostname=self._hostname, assert_hostname=self._hostname)
+        super().init_poolmanager(*args, **kwargs)
+
+
+def _session(hop: Target) -> requests.Session:
+    # A plain session, not the API's: the CDN must never see the API key.
+    session = requests.Session()
+    if hop.address is not None:
+        session.mount("https://", _PinnedAdapter(hop.hostname))
+    return session
+
+
+def _get(session: requests.Session, hop: Target, timeout: tuple[float, float]) -> requests.Response:
+    headers = {"User-Agent": f"airflow-provider-luma/{__version__}", "Accept-Encoding": "identity"}
+    proxies: dict[str, Any] = {}
+    if hop.address is not None:
+        headers["Host"] = urlsplit(hop.url).netloc  # the URL now names the address
+        proxies = {"http": None, "https": None}  # the checked address is reached directly
+    return session.get(
+        hop.pinned_url, stream=True, headers=headers, timeout=timeout, allow_redirects=False, proxies=proxies
+    )
+
+
+def _not_an_mp4(what: str) -> LumaResponseError:
+    return LumaResponseError(f"The video host sent something that is not an MP4 while {what}.")
+
+
+def _too_large(what: str, size: str, limit: int) -> LumaError:
+    # Not transient: the same video will be as large on the next try.
+    return LumaError(
+        f"The video host sent {size} while {what}, above the connection's max_video_bytes ({limit}): "
+        "raise that extra if the video is really that large."
+    )
 
 
 def check_video_destination(destination: Any, *, into_folder: bool | None = None) -> None:
@@ -147,7 +255,12 @@ def check_video_destination(destination: Any, *, into_folder: bool | None = None
 def resolve_generation(generation: Any, fetch: Callable[[str], Generation]) -> Generation:
     """A :class:`Generation` from a dict, a ``Generation`` or an id (fetched with ``fetch``)."""
     if isinstance(generation, str):
-        return fetch(generation)
+        fetched = fetch(generation)
+        asked = generation.strip()
+        # An answer naming another generation (a broken or hostile server) must not be saved under this id.
+        if fetched.id != asked and fetched.id.split(":", 1)[0] != asked.split(":", 1)[0]:
+            raise LumaResponseError(f"The Luma API answered a fetch of generation {asked} with {fetched.id}.")
+        return fetched
     if isinstance(generation, Generation):
         return generation
     if isinstance(generation, dict) or hasattr(generation, "keys"):
@@ -175,11 +288,27 @@ def completed_generation(generation: Generation) -> Generation:
     return generation
 
 
+def video_file_name(generation_id: str) -> str:
+    """
+    The file name of a generation's video in a folder: the id with anything but letters, digits,
+    ``.``, ``_`` and ``-`` made ``_``, and no leading dot (``<uuid>:luma/ray-2`` → ``<uuid>_luma_ray-2.mp4``).
+    An id comes from an answer or an upstream task, so it must never name a path.
+    """
+    stem = re.sub(r"^\.+", "_", re.sub(r"[^A-Za-z0-9._-]", "_", generation_id))
+    return f"{stem[:200] or 'generation'}.mp4"
+
+
 def video_target(destination: Any, generation_id: str, *, into_folder: bool | None) -> Any:
-    """Where the video of ``generation_id`` goes: ``destination`` itself, or ``<folder>/<id>.mp4``."""
+    """Where the video of ``generation_id`` goes: ``destination`` itself, or ``<folder>/<safe id>.mp4``."""
+    name = video_file_name(generation_id)
     if isinstance(destination, ObjectStoragePath):
         folder = into_folder if into_folder is not None else destination.is_dir()
-        return destination / f"{generation_id}.mp4" if folder else destination
+        if not folder:
+            return destination
+        stored = destination / name
+        if stored.name != name:  # a store that reads the name as a path: refuse rather than write elsewhere
+            raise _outside(generation_id, destination)
+        return stored
     if not isinstance(destination, (str, os.PathLike)) or not str(destination).strip():
         raise LumaInputError(
             f"destination must be a local path or an ObjectStoragePath, not {type(destination).__name__} "
@@ -188,7 +317,19 @@ def video_target(destination: Any, generation_id: str, *, into_folder: bool | No
     text = os.fspath(destination)
     path = Path(text).expanduser()
     folder = into_folder if into_folder is not None else (text.endswith(("/", os.sep)) or path.is_dir())
-    return path / f"{generation_id}.mp4" if folder else path
+    if not folder:
+        return path
+    target = path / name
+    # Belt and braces: the file must land in the folder itself (the name is not followed, as a link
+    # already under it is replaced by the rename, never written through).
+    folder_path = path.resolve()
+    if Path(os.path.normpath(folder_path / name)).parent != folder_path:
+        raise _outside(generation_id, destination)
+    return target
+
+
+def _outside(generation_id: str, destination: Any) -> LumaInputError:
+    return LumaInputError(f"The video of generation {generation_id!r} would be written outside {destination}.")
 
 
 def ensure_parent(target: Any) -> None:

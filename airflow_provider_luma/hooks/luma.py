@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import threading
 import time
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from functools import cached_property
 from typing import Any
@@ -15,6 +12,7 @@ from typing import Any
 from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
 from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
 
+from airflow_provider_luma.connection_form import ui_field_behaviour
 from airflow_provider_luma.create_requests import CreateRequest, build_create_request
 from airflow_provider_luma.errors import (
     LumaAuthenticationError,
@@ -24,7 +22,7 @@ from airflow_provider_luma.errors import (
     LumaNotFoundError,
     LumaRouteNotFoundError,
 )
-from airflow_provider_luma.hooks import download
+from airflow_provider_luma.hooks import download, waits
 from airflow_provider_luma.hooks.endpoints import (
     PROBE_GENERATION_ID,
     chunks,
@@ -48,7 +46,7 @@ from airflow_provider_luma.models import (
     GenerationState,
     normalize_generation_refs,
 )
-from airflow_provider_luma.waiting import Finished, Poll, Sleep, Wait, WaitLoop, WaitPacing
+from airflow_provider_luma.waiting import Finished, Poll, Wait, WaitLoop, WaitPacing
 
 __all__ = [
     "API_HOLD_SECONDS",
@@ -97,16 +95,8 @@ class LumaHook(BaseHook):
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """The connection form: only the host and the API key matter."""
-        return {
-            "hidden_fields": ["schema", "port", "login"],
-            "relabeling": {"password": "API key"},
-            "placeholders": {
-                "host": DEFAULT_HOST,
-                "password": "your AI/ML API key",
-                "extra": json.dumps({"timeout": 60, "max_retries": 5, "ids_per_request": 6, "api": "luma-ai"}),
-            },
-        }
+        """The connection form (Airflow below 3.2): only the host and the API key matter."""
+        return ui_field_behaviour()
 
     # -- connection ------------------------------------------------------------------------------
 
@@ -416,70 +406,14 @@ class LumaHook(BaseHook):
 
     def run_wait(self, wait: Wait) -> Finished:
         """Drive a wait in this thread (one thread per endpoint family when it spans both) until it finishes."""
-        if len(wait.loops) == 1:
-            return wait.merge([self._run_loop(wait.loops[0], threading.Event())])
-        stop = threading.Event()
-
-        def drive(loop: WaitLoop) -> Finished:
-            finished = self._run_loop(loop, stop)
-            if finished.status != "success":
-                stop.set()  # one family's failure ends the whole wait
-            return finished
-
-        with ThreadPoolExecutor(max_workers=len(wait.loops), thread_name_prefix="luma-wait") as pool:
-            results = list(pool.map(drive, wait.loops))
-        return wait.merge(results)
-
-    def _run_loop(self, loop: WaitLoop, stop: threading.Event) -> Finished:
-        step = loop.first_step()
-        while not isinstance(step, Finished):
-            if stop.is_set():
-                return Finished("success", "stopped: another part of the wait ended it")
-            if isinstance(step, Sleep):
-                stop.wait(step.seconds)
-                step = loop.after_sleep()
-                continue
-            started = time.monotonic()
-            try:
-                answer: list[Generation] | LumaError = self.poll(step)
-            except LumaError as error:
-                answer = error
-            step = loop.after_poll(answer, time.monotonic() - started)
-        return step
+        return waits.run_wait(self.poll, wait)
 
     async def arun_wait(self, wait: Wait) -> Finished:
         """Drive a wait on the event loop until it finishes, on one HTTP session; families side by side."""
         if self._async_transport is None:
             async with self:
-                return await self.arun_wait(wait)
-        tasks = [asyncio.ensure_future(self._arun_loop(loop)) for loop in wait.loops]
-        results: list[Finished] = []
-        try:
-            for next_done in asyncio.as_completed(tasks):
-                finished = await next_done
-                results.append(finished)
-                if finished.status != "success":
-                    break  # one family's failure ends the whole wait
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        return wait.merge(results)
-
-    async def _arun_loop(self, loop: WaitLoop) -> Finished:
-        step = loop.first_step()
-        while not isinstance(step, Finished):
-            if isinstance(step, Sleep):
-                await asyncio.sleep(step.seconds)
-                step = loop.after_sleep()
-                continue
-            started = time.monotonic()
-            try:
-                answer: list[Generation] | LumaError = await self.apoll(step)
-            except LumaError as error:
-                answer = error
-            step = loop.after_poll(answer, time.monotonic() - started)
-        return step
+                return await waits.arun_wait(self.apoll, wait)
+        return await waits.arun_wait(self.apoll, wait)
 
     def check_once(
         self, wait: Wait, *, hold: bool, deadline: float | None = None, max_retries: int | None = None
@@ -498,23 +432,7 @@ class LumaHook(BaseHook):
             hook = LumaHook(luma_conn_id=self.luma_conn_id)
             hook.settings = replace(self.settings, max_retries=max_retries)  # type: ignore[misc]
             return hook.check_once(wait, hold=hold, deadline=deadline)
-        results = []
-        for loop in sorted(wait.loops, key=lambda loop: loop.api.holds):
-            poll = Poll(
-                loop.pending_ids, loop.target, deadline or loop.deadline, hold=hold and loop.api.holds, api=loop.api
-            )
-            started = time.monotonic()
-            try:
-                answer: list[Generation] | LumaError = self.poll(poll)
-            except LumaError as error:
-                answer = error
-            step = loop.after_poll(answer, time.monotonic() - started)
-            if isinstance(step, Finished) and step.status != "success":
-                return wait.merge([step])
-            results.append(step)
-        if all(isinstance(step, Finished) for step in results):
-            return wait.merge([step for step in results if isinstance(step, Finished)])
-        return None
+        return waits.check_once(self.poll, wait, hold=hold, deadline=deadline)
 
     # -- connection test -------------------------------------------------------------------------
 
@@ -584,7 +502,7 @@ class LumaHook(BaseHook):
         :return: The written file: a ``pathlib.Path``, or an ``ObjectStoragePath`` when one was given.
         """
         resolved = download.resolve_generation(generation, self.get_generation)
-        return download.VideoDownload(self.luma_conn_id, self.log, self.VIDEO_TIMEOUT).download(
+        return download.VideoDownload(self.luma_conn_id, self.log, self.VIDEO_TIMEOUT, settings=self.settings).download(
             resolved, destination, chunk_size=chunk_size, into_folder=into_folder, max_retries=max_retries
         )
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from airflow_provider_luma.connection_form import DEFAULT_HOST
 from airflow_provider_luma.errors import LumaConfigurationError
 from airflow_provider_luma.models import ApiFamily
 from airflow_provider_luma.version import __version__
@@ -20,12 +22,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HOST = "https://api.aimlapi.com"
 #: How long the API holds a long poll at most; a read time-out must exceed it.
 API_HOLD_SECONDS = 30.0
 #: The names the service's documents give the long-poll parameter; ``none`` pins "no hold".
 HOLD_PARAMETER_NAMES = ("state", "status", "none")
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
+#: One entry of the ``video_hosts`` extra: a host name, or ``*.`` and a domain.
+_VIDEO_HOST = re.compile(r"^(\*\.)?[a-z0-9-]+(\.[a-z0-9-]+)*$")
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,11 @@ class LumaSettings:
     :param single_hold_param: Pin the single fetch's long-poll parameter (``state``, ``status`` or
         ``none``); unset: found out by the hook.
     :param multi_hold_param: The same for the multi fetch.
+    :param max_video_bytes: Largest video a download accepts, in bytes (default 2 GiB).
+    :param allow_private_video_hosts: Download videos from loopback and private addresses too
+        (always allowed when the connection's own host is loopback, as for the simulator).
+    :param video_hosts: The only host names videos are downloaded from (``*.example.com`` also
+        matches sub-domains); empty: any public host.
     """
 
     conn_id: str
@@ -68,6 +76,9 @@ class LumaSettings:
     long_poll_hold: float = API_HOLD_SECONDS
     single_hold_param: str | None = None
     multi_hold_param: str | None = None
+    max_video_bytes: int = 2 * 1024**3
+    allow_private_video_hosts: bool = False
+    video_hosts: tuple[str, ...] = ()
 
     def __repr__(self) -> str:  # never show the key, even in a debugger or a traceback
         return f"LumaSettings(conn_id={self.conn_id!r}, base_url={self.base_url!r}, api_key='***')"
@@ -118,6 +129,9 @@ class LumaSettings:
             long_poll_hold=_seconds(extras, conn_id, "long_poll_hold", cls.long_poll_hold, 0.1),
             single_hold_param=_hold_name(extras, conn_id, "single_hold_param"),
             multi_hold_param=_hold_name(extras, conn_id, "multi_hold_param"),
+            max_video_bytes=_whole(extras, conn_id, "max_video_bytes", cls.max_video_bytes, minimum=1),
+            allow_private_video_hosts=_flag(extras, conn_id, "allow_private_video_hosts"),
+            video_hosts=_video_hosts(extras, conn_id),
         )
         if settings.timeout <= settings.long_poll_hold and not is_loopback(parts.hostname):
             log.warning(
@@ -210,6 +224,21 @@ def _hold_name(extras: Mapping[str, Any], conn_id: str, name: str) -> str | None
             f"Extra {name!r} of connection {conn_id!r} is {value!r}: use one of {', '.join(HOLD_PARAMETER_NAMES)}."
         )
     return text
+
+
+def _video_hosts(extras: Mapping[str, Any], conn_id: str) -> tuple[str, ...]:
+    # A list of names, or one comma-separated string; "*.example.com" also matches sub-domains.
+    value = extras.get("video_hosts")
+    if value is None or value == "":
+        return ()
+    items = value.split(",") if isinstance(value, str) else value if isinstance(value, (list, tuple)) else [None]
+    names = tuple(item.strip().lower().rstrip(".") if isinstance(item, str) else "" for item in items)
+    if not all(_VIDEO_HOST.match(name) for name in names):
+        raise LumaConfigurationError(
+            f"Extra 'video_hosts' of connection {conn_id!r} is {value!r}: give a list of host names, "
+            'e.g. ["cdn.example.com", "*.cdn.example.com"].'
+        )
+    return names
 
 
 def _flag(extras: Mapping[str, Any], conn_id: str, name: str) -> bool:

@@ -12,11 +12,15 @@ from __future__ import annotations
 import asyncio
 import http.cookiejar
 import json
+import math
 import re
+import ssl
 import time
 import weakref
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 import aiohttp
@@ -33,12 +37,15 @@ from tenacity import (
 )
 
 from airflow_provider_luma.errors import (
+    MAYBE_CREATED_HINT,
     LumaAuthenticationError,
+    LumaConflictError,
     LumaConnectionError,
     LumaError,
     LumaForbiddenError,
     LumaNotFoundError,
     LumaRateLimitError,
+    LumaRequestTimeoutError,
     LumaResponseError,
     LumaRouteNotFoundError,
     LumaServerError,
@@ -48,8 +55,17 @@ from airflow_provider_luma.hooks.settings import LumaSettings
 
 T = TypeVar("T")
 MAX_RETRY_AFTER = 60.0
+#: Largest successful answer read, in bytes (a generation is a few KB): a huge one fails the call
+#: instead of filling a triggerer's memory.
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
+#: Bytes of an error answer kept for its message; the rest is never read.
+MAX_ERROR_BODY_BYTES = 64 * 1024
 #: Back-off between retries of one call: 0.5 s doubling up to 10 s, plus up to 0.5 s of jitter.
 RETRY_BACKOFF = wait_exponential(multiplier=0.5, max=10.0) + wait_random(0, 0.5)
+#: Least wait a ``Retry-After`` buys (the back-off's first step): ``0`` or a past date must not mean "at once".
+RETRY_AFTER_FLOOR = 0.5
+#: Statuses proving the server did not act on a request, so that a create may be sent again.
+_NOT_ACTED_ON = frozenset({408, 429, 503})
 #: The generic 404 of the service's framework (NestJS) for a route it does not have.
 _NO_ROUTE = re.compile(r"^Cannot (GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS) /")
 
@@ -154,7 +170,7 @@ def _retry_policy(settings: LumaSettings, call: Call) -> dict[str, Any]:
     def wait(state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
         delay = RETRY_BACKOFF(state)
-        if isinstance(error, LumaRateLimitError) and error.retry_after is not None:
+        if isinstance(error, LumaError) and error.retry_after is not None:
             delay = min(error.retry_after, MAX_RETRY_AFTER)
         if deadline is not None:
             delay = max(0.0, min(delay, deadline - time.time()))
@@ -175,12 +191,10 @@ def is_transient(error: BaseException) -> bool:
 
 def _is_safe_to_resend_create(error: BaseException) -> bool:
     # Resending a create after the server may have acted on it could pay for two generations.
-    # Only errors that prove it did not act are retried: 429, 503, and connections never made.
-    if isinstance(error, LumaRateLimitError):
-        return True
-    if isinstance(error, LumaServerError):
-        return error.http_status == 503
-    return isinstance(error, LumaConnectionError) and not error.request_sent
+    # Only errors that prove it did not act are retried: 408, 429, 503, and connections never made.
+    if isinstance(error, LumaConnectionError):
+        return not error.request_sent
+    return isinstance(error, LumaError) and not error.maybe_created and error.http_status in _NOT_ACTED_ON
 
 
 class SyncTransport:
@@ -201,16 +215,19 @@ class SyncTransport:
         def attempt() -> Answer:
             started = time.monotonic()
             try:
-                response = self.session.request(
+                with self.session.request(
                     call.method,
                     url,
                     params=call.params,
                     json=call.body,
                     timeout=(settings.connect_timeout, settings.read_timeout(call.deadline)),
-                )
-                text = response.text
+                    stream=True,  # read with a cap below, never whole
+                ) as response:
+                    limit = body_limit(response.status_code, response.headers, what=call.what)
+                    body = read_capped(response, limit)
             except requests.exceptions.RequestException as error:
                 raise connection_error(error, what=call.what, creates=call.creates) from None
+            text = answer_text(response.status_code, body, limit, what=call.what)
             return _answer(call, settings, response.status_code, text, response.headers, started)
 
         for retry in Retrying(**_retry_policy(settings, call)):
@@ -298,10 +315,12 @@ class AsyncTransport:
                 async with session.request(
                     call.method, url, params=call.params, json=call.body, headers=settings.headers, timeout=timeout
                 ) as response:
-                    text = await response.text(errors="replace")  # a proxy's error page may not be UTF-8
                     status, headers = response.status, response.headers
+                    limit = body_limit(status, headers, what=call.what)
+                    body = await aread_capped(response, limit)
             except (TimeoutError, aiohttp.ClientError) as error:
                 raise connection_error(error, what=call.what, creates=call.creates) from None
+            text = answer_text(status, body, limit, what=call.what)
             return _answer(call, settings, status, text, headers, started)
 
         try:
@@ -314,13 +333,90 @@ class AsyncTransport:
         raise AssertionError("unreachable: tenacity reraises the last error")
 
 
+def body_limit(status: int, headers: Mapping[str, str], *, what: str) -> int:
+    """
+    How many bytes of an answer to read: :data:`MAX_ERROR_BODY_BYTES` of an error (cut quietly),
+    :data:`MAX_ANSWER_BYTES` of a success, which fails at once when its ``Content-Length`` says more.
+    """
+    if status >= 400:
+        return MAX_ERROR_BODY_BYTES
+    length = headers.get("Content-Length", "")
+    if length.isdigit() and int(length) > MAX_ANSWER_BYTES:
+        raise _too_large(what, f"{int(length)} bytes by its Content-Length")
+    return MAX_ANSWER_BYTES
+
+
+def read_capped(response: requests.Response, limit: int) -> bytes:
+    """At most ``limit`` + 1 bytes of a streamed ``requests`` answer (one more tells that it held more)."""
+    body = bytearray()
+    for chunk in response.iter_content(chunk_size=64 * 1024):
+        body += chunk
+        if len(body) > limit:
+            break
+    return bytes(body[: limit + 1])
+
+
+async def aread_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """Async twin of :func:`read_capped` (bytes after aiohttp's decompression are what count)."""
+    body = bytearray()
+    while len(body) <= limit:
+        chunk = await response.content.read(limit + 1 - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return bytes(body)
+
+
+def answer_text(status: int, body: bytes, limit: int, *, what: str) -> str:
+    """The text of an answer read by :func:`read_capped`: UTF-8 (a proxy's page may not be), within the limit."""
+    if len(body) > limit and status < 400:
+        raise _too_large(what, f"more than {limit} bytes")
+    return decode_body(body[:limit])
+
+
+def _too_large(what: str, size: str) -> LumaResponseError:
+    return LumaResponseError(
+        f"The Luma API answered {what} with {size}, above the {MAX_ANSWER_BYTES // (1024 * 1024)} MiB "
+        "an answer may have: refused unread."
+    )
+
+
 def _answer(
     call: Call, settings: LumaSettings, status: int, text: str, headers: Mapping[str, str], started: float
 ) -> Answer:
     if status >= 400:
         raise error_for_response(status, text, headers, what=call.what, conn_id=settings.conn_id, creates=call.creates)
-    payload = parse_json(text, what=call.what)
-    return Answer(call.parse(payload) if call.parse else payload, time.monotonic() - started)
+    try:
+        payload = parse_json(text, what=call.what)
+        result = call.parse(payload) if call.parse else payload
+    except Exception as error:
+        raise _unreadable(error, call) from None
+    return Answer(result, time.monotonic() - started)
+
+
+def _unreadable(error: Exception, call: Call) -> LumaError:
+    """The error for a successful answer that cannot be read; for a create, the generation may exist."""
+    if not isinstance(error, LumaError):
+        # A parser tripping over an answer it did not expect is the answer's fault, not a crash.
+        error = LumaResponseError(
+            f"The Luma API answered {call.what} with something this provider cannot read "
+            f"({type(error).__name__}: {str(error)[:200]})."
+        )
+    if call.creates and not error.maybe_created:
+        # A 2xx create answer (an empty 201, a cut body, a proxy's page): the server may have acted.
+        error.message = f"{error.message} {MAYBE_CREATED_HINT}"
+        error.args = (error.message,)
+        error.maybe_created = True
+    return error
+
+
+def decode_body(raw: bytes) -> str:
+    """
+    An answer's text: UTF-8 (a BOM dropped), undecodable bytes replaced. The ``charset`` a server or
+    proxy claims is ignored on purpose: the API speaks JSON (UTF-8), and a claimed ``base64`` or
+    ``idna`` makes the libraries' own decoding raise instead.
+    """
+    return raw.decode("utf-8-sig", errors="replace")
 
 
 def error_for_response(
@@ -331,14 +427,14 @@ def error_for_response(
 
     ``creates``: the call submitted a generation, so a server error may hide one that exists anyway.
     """
-    error = _error_for_response(status, text, headers, what=what, conn_id=conn_id, creates=creates)
+    error = _error_for_response(status, text, what=what, conn_id=conn_id, creates=creates)
     error.server_message = _server_message(text)[0]
+    # Honoured on any retried status (429, 503, 408...), as the official SDK does.
+    error.retry_after = _retry_after(headers)
     return error
 
 
-def _error_for_response(
-    status: int, text: str, headers: Mapping[str, str], *, what: str, conn_id: str, creates: bool
-) -> LumaError:
+def _error_for_response(status: int, text: str, *, what: str, conn_id: str, creates: bool) -> LumaError:
     message, request_id = _server_message(text)
     detail = f": {message}" if message else ""
     kwargs: dict[str, Any] = {"http_status": status, "request_id": request_id}
@@ -350,8 +446,8 @@ def _error_for_response(
         )
     if status == 403:
         return LumaForbiddenError(
-            f"The Luma API refused {what} (403{detail}): the service answers 403 when the account is out of "
-            "credits; top up the account or use another key.",
+            f"The Luma API refused {what} (403{detail}): the account is out of credits or over the plan's limit; "
+            "top up the account, wait for the plan's limit to reset, or use another key.",
             **kwargs,
         )
     if status == 404:
@@ -360,18 +456,23 @@ def _error_for_response(
         return LumaNotFoundError(f"Not found while {what} (404{detail}).", **kwargs)
     if status in (400, 422):
         return LumaValidationError(f"The Luma API rejected {what} ({status}{detail}).", **kwargs)
+    if status == 408:
+        return LumaRequestTimeoutError(
+            f"The Luma API timed out waiting for the request while {what} (408{detail}).", **kwargs
+        )
+    if status == 409:
+        hint = f" {MAYBE_CREATED_HINT}" if creates else ""
+        conflict = LumaConflictError(f"The Luma API reported a conflict while {what} (409{detail}).{hint}", **kwargs)
+        # The conflict may be with the very generation this create made: never resent, maybe paid.
+        conflict.maybe_created = creates
+        return conflict
     if status == 429:
         return LumaRateLimitError(
             f"The Luma API is rate limiting {what} (429{detail}); an Airflow pool for Luma tasks avoids this.",
-            retry_after=_retry_after(headers),
             **kwargs,
         )
     if status >= 500:
-        maybe_created = (
-            " The generation may have been created anyway: check before submitting again."
-            if creates and status != 503
-            else ""
-        )
+        maybe_created = f" {MAYBE_CREATED_HINT}" if creates and status != 503 else ""
         error = LumaServerError(f"The Luma API failed while {what} ({status}{detail}).{maybe_created}", **kwargs)
         error.maybe_created = bool(maybe_created)
         return error
@@ -396,11 +497,27 @@ def _server_message(text: str) -> tuple[str | None, str | None]:
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """
+    Seconds to wait that ``Retry-After`` asks for, given as seconds or as an HTTP date; never less than
+    :data:`RETRY_AFTER_FLOOR` (``0`` or a date already past must not make the retries hammer the API).
+    ``None`` when absent or unreadable: our own back-off applies.
+    """
     value = headers.get("Retry-After")
+    if value is None:
+        return None
     try:
-        return max(0.0, float(value)) if value is not None else None
+        seconds = float(value)
     except ValueError:
-        return None  # an HTTP date: rare enough to fall back to our own back-off
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # an HTTP date is GMT; a zone-less one is read as such
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return max(RETRY_AFTER_FLOOR, seconds)
 
 
 def parse_json(text: str, *, what: str) -> Any:
@@ -422,7 +539,7 @@ def connection_error(error: BaseException, *, what: str, creates: bool) -> LumaC
         problem = "could not be reached"
     message = f"The Luma API {problem} while {what} ({type(error).__name__})."
     if creates and sent:
-        message += " The generation may have been created anyway: check before submitting again."
+        message += f" {MAYBE_CREATED_HINT}"
     result = LumaConnectionError(message, request_sent=sent)
     result.maybe_created = creates and sent
     return result
@@ -433,8 +550,22 @@ def _never_connected(error: BaseException) -> bool:
         return True
     if isinstance(error, aiohttp.ConnectionTimeoutError):
         return True
+    if isinstance(error, requests.exceptions.SSLError):
+        # A certificate refused in the handshake: nothing was sent (aiohttp says the same with
+        # ClientConnectorCertificateError). Other TLS errors may come mid-answer: not assumed unsent.
+        return any(isinstance(cause, ssl.SSLCertVerificationError) for cause in _causes(error))
     if isinstance(error, requests.exceptions.ConnectionError):
         reason = getattr(error.args[0], "reason", None) if error.args else None
         # NameResolutionError is a NewConnectionError: nothing was sent either.
         return isinstance(reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError))
     return False
+
+
+def _causes(error: BaseException, depth: int = 6) -> list[BaseException]:
+    """``error`` and what it wraps (urllib3 nests the ssl error in a MaxRetryError's reason, in args)."""
+    found = [error]
+    if depth:
+        for inner in (error.__cause__, error.__context__, getattr(error, "reason", None), *error.args):
+            if isinstance(inner, BaseException) and inner is not error:
+                found.extend(_causes(inner, depth - 1))
+    return found

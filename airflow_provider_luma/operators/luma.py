@@ -6,13 +6,15 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.common.compat.sdk import (
     AirflowFailException,
+    AirflowSkipException,
     BaseOperator,
     BaseOperatorLink,
     Context,
@@ -21,7 +23,7 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_provider_luma.create_requests import CREATE_PARAMETERS, CreateRequest, build_create_request
-from airflow_provider_luma.errors import LumaError, LumaInputError, LumaNotFoundError
+from airflow_provider_luma.errors import LumaError, LumaGenerationFailedError, LumaInputError, LumaNotFoundError
 from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.models import (
     ApiFamily,
@@ -43,6 +45,8 @@ GENERATION_ID_XCOM_KEY = "generation_id"
 VIDEO_URL_XCOM_KEY = "video_url"
 #: Task state key (Airflow 3.3+ ``task_state_store``) of the generation a try submitted, for the next try.
 REUSE_STATE_KEY = "luma_generation"
+#: The ``next_method`` Airflow resumes a deferred task with when its trigger crashed or its deferral timed out.
+TRIGGER_FAILED_METHOD = "__fail__"
 #: How long the generate operator waits for ``completed`` unless told otherwise.
 DEFAULT_WAIT_TIMEOUT = timedelta(hours=1)
 #: The operator's create parameters: the prompt and every parameter any model takes (one definition).
@@ -142,7 +146,14 @@ class LumaGenerateVideoOperator(BaseOperator):
     generation's id is kept in the task state store as soon as it exists, and a retry of the same task
     instance reuses it while it is ``queued``, ``dreaming`` or ``completed`` and the rendered request
     is unchanged (a ``failed`` one is replaced). Success clears the record, so clearing the task
-    gives a new video. Older Airflow versions keep no state between tries: there a retry submits anew.
+    gives a new video. Should writing the record fail, the task fails without retries, naming the id.
+
+    Airflow 2.11 to 3.2 keep no state between tries, so a retry could only submit anew. There, once
+    the generation exists, a wait that times out or ends in an error, a crashed trigger and the
+    deferral time-out fail the task **without retries** (``AirflowFailException``); the message names
+    the generation, and ``LumaGenerationSensor(generation_id="<id>")`` can take the wait over. Only a
+    ``failed`` generation is left to Airflow's retries, which submit a new one. On every version, a
+    create whose answer is lost or unreadable fails without retries: the generation may exist.
 
     .. seealso::
         For more information on how to use this operator, see the provider's README.
@@ -249,10 +260,11 @@ class LumaGenerateVideoOperator(BaseOperator):
         """Submit the generation (or reuse an earlier try's), then, unless told not to, wait for it."""
         body = self._create_request()
         generation = self._reusable_generation(context, body) or self._submit(context, body)
-        if not self.wait_for_completion:
-            _forget_generation(context)
-            return generation.to_dict()
-        return self._wait(context, generation)
+        with self._no_second_payment(context, generation.id):
+            if not self.wait_for_completion:
+                _forget_generation(context)
+                return generation.to_dict()
+            return self._wait(context, generation)
 
     def _reusable_generation(self, context: Context, body: CreateRequest) -> Generation | None:
         """The generation an earlier try of this task instance submitted, if it is still usable."""
@@ -300,16 +312,26 @@ class LumaGenerateVideoOperator(BaseOperator):
             raise
         store = context.get("task_state_store")
         if store is not None:
+            record: dict[str, Any] = {
+                "id": generation.id,
+                "api": generation.api.value if generation.api else None,
+                "fingerprint": request_fingerprint(self.luma_conn_id, body),
+                "try_number": context["ti"].try_number,
+            }
             # Stored before any wait, so a retry after a crash or a failed wait reconnects to it.
-            store.set(
-                REUSE_STATE_KEY,
-                {
-                    "id": generation.id,
-                    "api": generation.api.value if generation.api else None,
-                    "fingerprint": request_fingerprint(self.luma_conn_id, body),
-                    "try_number": context["ti"].try_number,
-                },
-            )
+            try:
+                store.set(REUSE_STATE_KEY, record)
+            except Exception as error:
+                # Unrecorded, the generation is unknown to a retry, which would pay for another one.
+                self._push_generation(context, generation)
+                raise AirflowFailException(
+                    _not_retrying(
+                        f"Recording Luma generation {generation.id} in the task state store failed "
+                        f"({type(error).__name__}: {error}).",
+                        generation.id,
+                        "a retry would not know it and would pay for a new one",
+                    )
+                ) from error
         self._push_generation(context, generation)
         return generation
 
@@ -341,13 +363,60 @@ class LumaGenerateVideoOperator(BaseOperator):
                 apis={generation.id: (generation.api or self.hook.settings.api).value},
             ),
             method_name="execute_complete",
+            kwargs={"generation_id": generation.id},
             timeout=self.wait_timeout + DEFERRAL_TIMEOUT_MARGIN,
         )
         raise AssertionError("unreachable: defer() raises TaskDeferred")
 
-    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Turn the trigger's event into the completed generation, or fail the task with the reason."""
-        return self._finish_event(context, event)
+    def execute_complete(
+        self, context: Context, event: dict[str, Any] | None = None, generation_id: str | None = None
+    ) -> dict[str, Any]:
+        """
+        Turn the trigger's event into the completed generation, or fail the task with the reason.
+
+        :param event: The trigger's event.
+        :param generation_id: The generation waited for (passed on by ``defer``; absent in tasks
+            deferred by an older release of this provider).
+        """
+        with self._no_second_payment(context, generation_id or _pushed_generation_id(context)):
+            return self._finish_event(context, event)
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """
+        Resume after the deferral; a crashed trigger or the deferral time-out (which never reach
+        :meth:`execute_complete`) follow the same rule as a failed wait: without a task state store,
+        no retry (it would pay for a new generation).
+        """
+        if next_method != TRIGGER_FAILED_METHOD:
+            return super().resume_execution(next_method, next_kwargs, context)
+        with self._no_second_payment(context, _pushed_generation_id(context)):
+            return super().resume_execution(next_method, next_kwargs, context)
+
+    @contextmanager
+    def _no_second_payment(self, context: Context, generation_id: str | None) -> Iterator[None]:
+        """
+        Once the generation exists, fail without retries where no task state survives a try (Airflow
+        2.11-3.2): a retry could not find it and would pay for a new one. With a store, the retry reuses it.
+        """
+        try:
+            yield
+        except (LumaGenerationFailedError, AirflowFailException, AirflowSkipException):
+            raise  # a failed generation is replaced by a retry on purpose; the others already decide
+        except Exception as error:
+            if context.get("task_state_store") is not None:
+                raise
+            # TaskDeferralError says "Trigger failure" / "Trigger timeout": its name makes that readable.
+            reason = (
+                error.message if isinstance(error, LumaError) else f"The wait failed ({type(error).__name__}: {error})."
+            )
+            raise AirflowFailException(
+                _not_retrying(
+                    reason,
+                    generation_id,
+                    "this Airflow keeps no task state between tries (Airflow 3.3+ does), so a retry would pay "
+                    "for a new one",
+                )
+            ) from error
 
     def _finish_event(self, context: Context, event: Mapping[str, Any] | None) -> dict[str, Any]:
         if not event or "status" not in event:
@@ -359,10 +428,11 @@ class LumaGenerateVideoOperator(BaseOperator):
         return self._finish(context, generation)
 
     def _finish(self, context: Context, generation: Generation) -> dict[str, Any]:
-        # Succeeded: a later run (a cleared task) must get a new video, not this one.
-        _forget_generation(context)
         if generation.video_url:
             context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=generation.video_url)
+        # Succeeded: a later run (a cleared task) must get a new video, not this one. Only now: had a
+        # push failed, the retry must still find the generation.
+        _forget_generation(context)
         self.log.info("Luma generation %s is completed: %s", generation.id, generation.video_url or "no video URL")
         return generation.to_dict()
 
@@ -468,6 +538,34 @@ def request_fingerprint(luma_conn_id: str, request: CreateRequest | Mapping[str,
     described = request.to_dict() if isinstance(request, CreateRequest) else {"body": dict(request)}
     canonical = json.dumps({"conn": luma_conn_id, **described}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _not_retrying(reason: str, generation_id: str | None, why: str) -> str:
+    """The message of a task failed without retries once its generation exists: what happened, and what to do."""
+    if generation_id is None:
+        return (
+            f"{reason} Not retrying automatically: {why}. The generation's id is in this task's XCom "
+            f"({GENERATION_ID_XCOM_KEY!r}) and log; LumaGenerationSensor can wait for it."
+        )
+    return (
+        f"{reason} Not retrying automatically: Luma generation {generation_id} exists and {why}. To wait for "
+        f"it, use LumaGenerationSensor(generation_id={generation_id!r}); clear this task to submit a new one."
+    )
+
+
+def _pushed_generation_id(context: Context) -> str | None:
+    """The generation id this try pushed to XCom (kept across a deferral), or ``None``."""
+    try:
+        ti: Any = context["ti"]
+        map_index = getattr(ti, "map_index", None)
+        if isinstance(map_index, int) and map_index >= 0:
+            # A mapped task's own index: Airflow 2.11 would otherwise return every index's value.
+            value = ti.xcom_pull(task_ids=ti.task_id, key=GENERATION_ID_XCOM_KEY, map_indexes=map_index)
+        else:
+            value = ti.xcom_pull(task_ids=ti.task_id, key=GENERATION_ID_XCOM_KEY)
+    except Exception:
+        return None  # only a message depends on it: never fail the failure
+    return value if isinstance(value, str) and value else None
 
 
 def _forget_generation(context: Context) -> None:

@@ -68,7 +68,7 @@ class LumaGenerationSensor(BaseSensorOperator):
         task), or a comma-separated string. (templated)
     :param target_state: ``queued``, ``dreaming`` or ``completed`` (default). A later non-failed
         state counts as reached; ``failed`` cannot be waited for.
-    :param luma_conn_id: The Luma connection.
+    :param luma_conn_id: The Luma connection. (templated)
     :param api: The endpoint family of bare ids: ``luma-ai`` or ``video`` (the universal endpoint).
         Generation dicts and ids of the form ``<uuid>:luma/<model>`` say their own; default: the
         connection's ``api`` extra.
@@ -78,7 +78,7 @@ class LumaGenerationSensor(BaseSensorOperator):
         reports a permanent error.
     """
 
-    template_fields: Sequence[str] = ("generation_id", "generation_ids")
+    template_fields: Sequence[str] = ("generation_id", "generation_ids", "luma_conn_id")
     ui_color = "#c9b8f5"
 
     def __init__(

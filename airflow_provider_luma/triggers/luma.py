@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
@@ -82,9 +83,16 @@ class LumaGenerationTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        """Wait, then yield the one event that says how the wait ended."""
-        hook = LumaHook(luma_conn_id=self.luma_conn_id)
+        """
+        Wait, then yield the one event that says how the wait ended.
+
+        Any exception but cancellation ends the wait with an ``error`` event (type and message, never
+        the key): a crashed trigger would end a sensor with Airflow's bare "Trigger failure" and
+        retry a generate task, which pays again where no task state survives a try.
+        """
+        hook: LumaHook | None = None
         try:
+            hook = LumaHook(luma_conn_id=self.luma_conn_id)
             async with hook:
                 settings = await hook.asettings()
                 pacing = replace(settings.pacing, **self.tuning)
@@ -97,7 +105,22 @@ class LumaGenerationTrigger(BaseTrigger):
                     logger=self.log,
                 )
                 finished = await hook.arun_wait(wait)
+                event = finished.to_event()
         except LumaError as error:
-            finished = Finished("error", error.message)
-        self.log.info("Luma wait ended: %s", finished.message)
-        yield TriggerEvent(finished.to_event())
+            event = Finished("error", error.message).to_event()
+        except Exception as error:  # not BaseException: cancellation, GeneratorExit and exits must go through
+            message = _redact(f"The Luma wait failed unexpectedly ({type(error).__name__}: {error}).", hook)
+            if len(message) > 1000:  # events are stored in the metadata DB: keep them small
+                message = message[:1000] + "...)."
+            self.log.error("%s\n%s", message, _redact("".join(traceback.format_exception(error)), hook))
+            event = Finished("error", message).to_event()
+        self.log.info("Luma wait ended: %s", event["message"])
+        yield TriggerEvent(event)
+
+
+def _redact(text: str, hook: LumaHook | None) -> str:
+    """``text`` without the connection's key, should an exception have carried it."""
+    settings = hook._async_settings if hook is not None else None
+    if settings is not None and settings.api_key:
+        text = text.replace(settings.api_key, "***")
+    return text

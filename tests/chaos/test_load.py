@@ -18,7 +18,7 @@ from airflow_provider_luma.testing.process import SimulatorProcess
 from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
 from tests.conftest import SENTINEL_KEY, connection_json
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.load, pytest.mark.timeout(240)]
 
 WAITS = 1000
 FAILING_EVERY = 10  # every 10th generation is scripted to fail
