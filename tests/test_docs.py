@@ -213,6 +213,14 @@ def test_provider_info_how_to_guides_are_doc_pages() -> None:
     assert integration["integration-name"] == "Luma AI"
 
 
+def test_the_connection_page_lists_every_extra() -> None:
+    from airflow_provider_luma.connection_form import EXTRAS
+
+    rows = [line for line in (ROOT / "docs" / "connection.md").read_text().splitlines() if line.startswith("| `")]
+    documented = {name for row in rows for name in re.findall(r"`(\w+)`", row.split("|")[1])}
+    assert {extra.name for extra in EXTRAS} <= documented
+
+
 def test_every_doc_page_is_in_the_site_nav() -> None:
     nav = (ROOT / "mkdocs.yml").read_text()
     assert all(f": {page.name}" in nav for page in (ROOT / "docs").glob("*.md"))
