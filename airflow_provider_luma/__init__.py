@@ -33,6 +33,16 @@ def get_provider_info() -> dict[str, Any]:
             {
                 "integration-name": "Luma AI",
                 "external-doc-url": "https://docs.aimlapi.com/",
+                # The provider's own guides: pages of its docs site (docs/, built by scripts/docs).
+                "how-to-guide": [
+                    "/docs/connection.md",
+                    "/docs/models-and-endpoints.md",
+                    "/docs/hook.md",
+                    "/docs/sensor-and-trigger.md",
+                    "/docs/operators.md",
+                    "/docs/simulator.md",
+                    "/docs/troubleshooting.md",
+                ],
                 "tags": ["ai"],
             }
         ],
