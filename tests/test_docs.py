@@ -229,6 +229,8 @@ def test_every_doc_page_is_in_the_site_nav() -> None:
 def test_readme_keeps_the_two_commands_ci_and_people_run() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "bash scripts/demo" in readme
-    assert "bash scripts/test" in readme
+    # The README's test command runs the whole suite, and CI runs exactly that command.
+    assert "bash scripts/test --all    # the whole test suite" in readme
+    assert "bash scripts/test --all" in (ROOT / ".ci" / "run").read_text()
     assert "benchmarks/RESULTS.md" in readme
     assert "docs/fault-matrix.md" in readme
