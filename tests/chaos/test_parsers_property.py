@@ -155,7 +155,7 @@ def test_error_for_response(status, text, headers):
     assert error.http_status == status
     assert str(status) in error.message
     assert "creating a generation" in error.message
-    assert error.transient == (status == 429 or status >= 500)
+    assert error.transient == (status in (408, 409, 429) or status >= 500)
     if isinstance(error, LumaRateLimitError) and error.retry_after is not None:
         assert error.retry_after >= 0
 
