@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
-from typing import Any
 
 import pytest
 from airflow.providers.common.compat.sdk import TaskDeferred
@@ -24,22 +22,19 @@ WALL_BOUND = FIRST_CHECK_SECONDS + 10
 
 
 def execute_in_thread(sensor: LumaGenerationSensor, bound: float) -> tuple[BaseException | None, float]:
-    """Run ``sensor.execute`` in a daemon thread; what it raised and how long it took (fails past ``bound``)."""
-    outcome: dict[str, Any] = {}
-
-    def run() -> None:
-        started = time.monotonic()
-        try:
-            sensor.execute({})
-        except BaseException as error:  # TaskDeferred is the expected outcome
-            outcome["error"] = error
-        outcome["seconds"] = time.monotonic() - started
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(bound)
-    assert not thread.is_alive(), f"the first check held the worker for more than {bound} s"
-    return outcome.get("error"), outcome["seconds"]
+    """
+    Run ``sensor.execute``; what it raised and how long it took (fails past ``bound``). In this thread:
+    Airflow 2.11's executor safeguard keeps thread-local state that another thread does not have; the
+    test's own time-out catches a hang.
+    """
+    started = time.monotonic()
+    try:
+        sensor.execute({})
+    except BaseException as error:  # TaskDeferred is the expected outcome
+        seconds = time.monotonic() - started
+        assert seconds < bound, f"the first check held the worker for {seconds:.1f} s, more than {bound} s"
+        return error, seconds
+    return None, time.monotonic() - started
 
 
 # -- 12. the first check before deferring is short and not retried ---------------------------------
@@ -53,6 +48,7 @@ def execute_in_thread(sensor: LumaGenerationSensor, bound: float) -> tuple[BaseE
         ("503", {}),  # answered at once: retried with back-off before the fix
     ],
 )
+@pytest.mark.timeout(120)
 def test_the_first_check_is_bounded_and_not_retried(luma_conn, fault, options):
     generation = LumaHook().create_generation("slow first check")
     luma_conn.inject_fault(fault, endpoint="get", times=20, **options)
