@@ -85,6 +85,12 @@ EXTRAS: tuple[Extra, ...] = (
           "Download videos from loopback and private addresses too."),
     Extra("video_hosts", "Video hosts", "array", None,
           "The only host names videos are downloaded from (*.example.com matches sub-domains)."),
+    Extra("max_calls_per_second", "Call budget (calls/s per process)", "number", None,
+          "Most API calls per second from one process with this key (a triggerer's waits, a worker's "
+          "tasks); unset: no budget. On a 429 every call on the key pauses.", minimum=0.1),
+    Extra("max_call_burst", "Call burst", "integer", None,
+          "Calls beyond that rate that may go at once; no second holds more than rate + burst "
+          "calls. Unset: 0.", minimum=0),
 )  # fmt: skip
 
 HIDDEN_FIELDS = ("schema", "port", "login")

@@ -30,7 +30,7 @@ from airflow_provider_luma.hooks.endpoints import (
     fetch_many_plan,
     fetch_plan,
 )
-from airflow_provider_luma.hooks.settings import API_HOLD_SECONDS, DEFAULT_HOST, LumaSettings
+from airflow_provider_luma.hooks.settings import API_HOLD_SECONDS, DEFAULT_HOST, SETTINGS_CACHE, LumaSettings
 from airflow_provider_luma.hooks.transport import (
     AsyncTransport,
     SyncTransport,
@@ -102,22 +102,43 @@ class LumaHook(BaseHook):
 
     @cached_property
     def settings(self) -> LumaSettings:
-        """The connection's settings, read once (sync)."""
+        """The connection's settings (sync): read once per hook, and shared for a minute by the process's hooks."""
+        return SETTINGS_CACHE.get(self.luma_conn_id, self._read_settings)
+
+    async def asettings(self) -> LumaSettings:
+        """The connection's settings, without blocking the event loop; one lookup for the process's waits."""
+        if self._async_settings is None:
+            self._async_settings = await SETTINGS_CACHE.aget(self.luma_conn_id, self._aread_settings)
+        return self._async_settings
+
+    def _read_settings(self) -> LumaSettings:
         try:
             conn: Any = self.get_connection(self.luma_conn_id)
         except AirflowNotFoundException:
             raise LumaConfigurationError(self._missing_connection_message()) from None
         return LumaSettings.from_connection(conn, conn.extra_dejson)
 
-    async def asettings(self) -> LumaSettings:
-        """The connection's settings, read once without blocking the event loop."""
-        if self._async_settings is None:
-            try:
-                conn: Any = await get_async_connection(self.luma_conn_id, hook=type(self))
-            except AirflowNotFoundException:
-                raise LumaConfigurationError(self._missing_connection_message()) from None
-            self._async_settings = LumaSettings.from_connection(conn, await get_async_extra_dejson(conn))
-        return self._async_settings
+    async def _aread_settings(self) -> LumaSettings:
+        try:
+            conn: Any = await get_async_connection(self.luma_conn_id, hook=type(self))
+        except AirflowNotFoundException:
+            raise LumaConfigurationError(self._missing_connection_message()) from None
+        return LumaSettings.from_connection(conn, await get_async_extra_dejson(conn))
+
+    def _reread_after_401(self) -> LumaSettings:
+        """Read the connection past the cache (a 401: the key may have been rotated); the hook takes its key."""
+        SETTINGS_CACHE.forget(self.luma_conn_id, rejected_key=self.settings.api_key)
+        fresh = SETTINGS_CACHE.get(self.luma_conn_id, self._read_settings)
+        self.__dict__["settings"] = replace(self.settings, api_key=fresh.api_key)
+        return fresh
+
+    async def _areread_after_401(self) -> LumaSettings:
+        """Async twin of :meth:`_reread_after_401`."""
+        settings = await self.asettings()
+        SETTINGS_CACHE.forget(self.luma_conn_id, rejected_key=settings.api_key)
+        fresh = await SETTINGS_CACHE.aget(self.luma_conn_id, self._aread_settings)
+        self._async_settings = replace(settings, api_key=fresh.api_key)
+        return fresh
 
     def _missing_connection_message(self) -> str:
         return (
@@ -128,11 +149,12 @@ class LumaHook(BaseHook):
 
     @cached_property
     def _transport(self) -> SyncTransport:
-        return SyncTransport(self.settings)
+        return SyncTransport(self.settings, refresh=self._reread_after_401)
 
     async def _atransport(self) -> AsyncTransport:
         if self._async_transport is None:
-            return AsyncTransport(await self.asettings())  # outside `async with`: a session per call
+            # outside `async with`: a session per call
+            return AsyncTransport(await self.asettings(), refresh=self._areread_after_401)
         return self._async_transport
 
     @property
@@ -153,7 +175,7 @@ class LumaHook(BaseHook):
     async def __aenter__(self) -> LumaHook:
         if self._async_transport is not None:
             raise RuntimeError("This LumaHook is already open: use one `async with hook:` at a time.")
-        transport = AsyncTransport(await self.asettings())
+        transport = AsyncTransport(await self.asettings(), refresh=self._areread_after_401)
         await transport.open()
         self._async_transport = transport
         return self

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import ipaddress
 import logging
+import os
 import re
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -26,6 +32,8 @@ log = logging.getLogger(__name__)
 API_HOLD_SECONDS = 30.0
 #: The names the service's documents give the long-poll parameter; ``none`` pins "no hold".
 HOLD_PARAMETER_NAMES = ("state", "status", "none")
+#: The least call budget a connection may set: one call in ten seconds.
+MIN_CALLS_PER_SECOND = 0.1
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
 #: One entry of the ``video_hosts`` extra: a host name, or ``*.`` and a domain.
 _VIDEO_HOST = re.compile(r"^(\*\.)?[a-z0-9-]+(\.[a-z0-9-]+)*$")
@@ -59,6 +67,9 @@ class LumaSettings:
         (always allowed when the connection's own host is loopback, as for the simulator).
     :param video_hosts: The only host names videos are downloaded from (``*.example.com`` also
         matches sub-domains); empty: any public host.
+    :param max_calls_per_second: The process's call budget for this URL and key, in calls per second
+        (see :mod:`~airflow_provider_luma.hooks.budget`); ``None``: no budget.
+    :param max_call_burst: Calls beyond that rate that may go at once (with a rate only; default 0).
     """
 
     conn_id: str
@@ -79,6 +90,8 @@ class LumaSettings:
     max_video_bytes: int = 2 * 1024**3
     allow_private_video_hosts: bool = False
     video_hosts: tuple[str, ...] = ()
+    max_calls_per_second: float | None = None
+    max_call_burst: int | None = None
 
     def __repr__(self) -> str:  # never show the key, even in a debugger or a traceback
         return f"LumaSettings(conn_id={self.conn_id!r}, base_url={self.base_url!r}, api_key='***')"
@@ -132,7 +145,14 @@ class LumaSettings:
             max_video_bytes=_whole(extras, conn_id, "max_video_bytes", cls.max_video_bytes, minimum=1),
             allow_private_video_hosts=_flag(extras, conn_id, "allow_private_video_hosts"),
             video_hosts=_video_hosts(extras, conn_id),
+            max_calls_per_second=_number(extras, conn_id, "max_calls_per_second", minimum=MIN_CALLS_PER_SECOND),
+            max_call_burst=_optional_whole(extras, conn_id, "max_call_burst", minimum=0),
         )
+        if settings.max_call_burst is not None and settings.max_calls_per_second is None:
+            log.warning(
+                "Extra 'max_call_burst' of connection %r is set without 'max_calls_per_second': no budget applies.",
+                conn_id,
+            )
         if settings.timeout <= settings.long_poll_hold and not is_loopback(parts.hostname):
             log.warning(
                 "Extra 'timeout' of connection %r is %s s, not above the API's %s s hold: long polls will time out "
@@ -150,14 +170,16 @@ class LumaSettings:
             min_poll_interval=self.min_poll_interval, poll_interval=self.poll_interval, max_backoff=self.max_backoff
         )
 
-    @property
-    def headers(self) -> dict[str, str]:
-        """The headers of every API call (the only place the key is used)."""
-        return {
-            "Authorization": f"Bearer {self.api_key}",
-            "Accept": "application/json",
-            "User-Agent": f"airflow-provider-luma/{__version__}",
-        }
+    @cached_property
+    def headers(self) -> Mapping[str, str]:
+        """The headers of every API call (the only place the key is used); built once, read-only."""
+        return MappingProxyType(
+            {
+                "Authorization": f"Bearer {self.api_key}",
+                "Accept": "application/json",
+                "User-Agent": f"airflow-provider-luma/{__version__}",
+            }
+        )
 
     def read_timeout(self, deadline: float | None) -> float:
         """The read time-out of one call: the configured one, cut short by the wait's deadline."""
@@ -267,6 +289,119 @@ def _seconds(extras: Mapping[str, Any], conn_id: str, name: str, default: float,
     return default if number is None else number
 
 
+def _optional_whole(extras: Mapping[str, Any], conn_id: str, name: str, minimum: int) -> int | None:
+    number = _number(extras, conn_id, name, minimum=minimum, whole=True)
+    return None if number is None else int(number)
+
+
 def _whole(extras: Mapping[str, Any], conn_id: str, name: str, default: int, minimum: int) -> int:
     number = _number(extras, conn_id, name, minimum=minimum, whole=True)
     return default if number is None else int(number)
+
+
+#: Seconds a process keeps a connection's settings before reading the connection again.
+SETTINGS_TTL = 60.0
+#: Seconds within which a 401 does not read a connection read again (see :meth:`SettingsCache.forget`).
+REREAD_AFTER = 1.0
+
+
+class SettingsCache:
+    """
+    The settings of each connection, kept for :data:`SETTINGS_TTL` seconds per process: a triggerer's
+    thousands of waits read the connection once (each read is a round trip to the supervisor, or
+    the secrets backend), not once per wait.
+
+    Concurrent async reads of one connection on one event loop make a single lookup. An environment
+    connection (``AIRFLOW_CONN_<ID>``) is told apart by a digest of its value, so a changed variable
+    is read at once. Holds no key in its keys; a 401 should :meth:`forget` the entry.
+
+    :param ttl: Seconds an entry is kept.
+    :param clock: Monotonic seconds (tests may replace it).
+    """
+
+    def __init__(self, ttl: float = SETTINGS_TTL, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self.clock = clock
+        self._entries: dict[tuple[str, str | None], tuple[float, LumaSettings]] = {}
+        self._reading: dict[tuple[Any, tuple[str, str | None]], asyncio.Future[LumaSettings]] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"SettingsCache(ttl={self.ttl!r}, entries={len(self._entries)})"
+
+    @staticmethod
+    def _key(conn_id: str) -> tuple[str, str | None]:
+        value = os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}")
+        return conn_id, (hashlib.sha256(value.encode()).hexdigest() if value is not None else None)
+
+    def get(self, conn_id: str, read: Callable[[], LumaSettings]) -> LumaSettings:
+        """The settings of ``conn_id``: kept ones while fresh, else ``read()`` (and kept)."""
+        key = self._key(conn_id)
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] > self.clock():
+            return entry[1]
+        settings = read()
+        self._put(key, settings)
+        return settings
+
+    async def aget(self, conn_id: str, read: Callable[[], Awaitable[LumaSettings]]) -> LumaSettings:
+        """Async twin of :meth:`get`: one ``read()`` at a time per connection and event loop."""
+        key = self._key(conn_id)
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] > self.clock():
+            return entry[1]
+        flight = (asyncio.get_running_loop(), key)
+        reading = self._reading.get(flight)
+        if reading is not None:
+            try:
+                return await asyncio.shield(reading)
+            except asyncio.CancelledError:
+                if reading.cancelled():  # the reader was cancelled, not this task: read anew
+                    return await self.aget(conn_id, read)
+                raise
+        future: asyncio.Future[LumaSettings] = asyncio.get_running_loop().create_future()
+        self._reading[flight] = future
+        try:
+            settings = await read()
+        except Exception as error:  # the waiters get the same error; none of it is kept
+            future.set_exception(error)
+            future.exception()  # retrieved: no "never retrieved" warning when none waits
+            raise
+        except BaseException:  # cancelled: a waiter reads for itself
+            future.cancel()
+            raise
+        finally:
+            self._reading.pop(flight, None)
+        self._put(key, settings)
+        future.set_result(settings)
+        return settings
+
+    def _put(self, key: tuple[str, str | None], settings: LumaSettings) -> None:
+        with self._lock:
+            self._entries[key] = (self.clock() + self.ttl, settings)
+
+    def forget(self, conn_id: str, rejected_key: str | None = None) -> None:
+        """
+        Drop what is kept of ``conn_id``; with ``rejected_key`` (after a 401: the key may have been
+        rotated), only entries holding that key and read more than :data:`REREAD_AFTER` seconds
+        ago: a thousand waits turned away at once make one fresh read, not a thousand.
+        """
+        with self._lock:
+            now = self.clock()
+            for key, (expires, settings) in list(self._entries.items()):
+                if key[0] != conn_id:
+                    continue
+                if rejected_key is not None and (
+                    settings.api_key != rejected_key or expires - self.ttl > now - REREAD_AFTER
+                ):
+                    continue
+                del self._entries[key]
+
+    def clear(self) -> None:
+        """Drop everything (for tests)."""
+        with self._lock:
+            self._entries.clear()
+
+
+#: The process's cache of connection settings.
+SETTINGS_CACHE = SettingsCache()

@@ -17,8 +17,8 @@ import re
 import ssl
 import time
 import weakref
-from collections.abc import Callable, Generator, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Generator, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
@@ -35,6 +35,7 @@ from tenacity import (
     wait_exponential,
     wait_random,
 )
+from yarl import URL
 
 from airflow_provider_luma.errors import (
     MAYBE_CREATED_HINT,
@@ -51,6 +52,7 @@ from airflow_provider_luma.errors import (
     LumaServerError,
     LumaValidationError,
 )
+from airflow_provider_luma.hooks.budget import CallBudget, call_budget
 from airflow_provider_luma.hooks.settings import LumaSettings
 
 T = TypeVar("T")
@@ -179,9 +181,28 @@ def _retry_policy(settings: LumaSettings, call: Call) -> dict[str, Any]:
     return {
         "stop": stop,
         "wait": wait,
-        "retry": retry_if_exception(_is_safe_to_resend_create if call.creates else is_transient),
+        "retry": retry_if_exception(_retryable(call)),
         "reraise": True,
     }
+
+
+def _retryable(call: Call) -> Callable[[BaseException], bool]:
+    return _is_safe_to_resend_create if call.creates else is_transient
+
+
+def _first_failure(first: LumaError, attempt: Callable[[], T]) -> Callable[[], T]:
+    """
+    ``attempt``, but its first run raises ``first`` again without a call: the happy path runs
+    without retry machinery, which is built only after a first failure and must count it.
+    """
+    replay = [first]
+
+    def again() -> T:
+        if replay:
+            raise replay.pop()
+        return attempt()
+
+    return again
 
 
 def is_transient(error: BaseException) -> bool:
@@ -198,10 +219,18 @@ def _is_safe_to_resend_create(error: BaseException) -> bool:
 
 
 class SyncTransport:
-    """Calls from a worker, on one ``requests`` session carrying the key."""
+    """
+    Calls from a worker, on one ``requests`` session carrying the key.
 
-    def __init__(self, settings: LumaSettings) -> None:
+    :param settings: The connection's settings.
+    :param refresh: Reads the connection again, past any cache; called once after a 401, in case
+        the key was rotated since the settings were read.
+    """
+
+    def __init__(self, settings: LumaSettings, refresh: Callable[[], LumaSettings] | None = None) -> None:
         self.settings = settings
+        self.refresh = refresh
+        self.budget = _budget(settings)
         self.session = requests.Session()
         self.session.headers.update(settings.headers)
         # The API needs no cookies: keep none between calls (nothing set by one answer rides the next).
@@ -209,10 +238,29 @@ class SyncTransport:
 
     def request(self, call: Call) -> Answer:
         """Make ``call`` with retries; return its answer or raise the matching :class:`LumaError`."""
+        try:
+            return self._request(call)
+        except LumaAuthenticationError:
+            if not self._rotated():
+                raise
+        return self._request(call)  # a 401 proves nothing was done: safe to send again, creates too
+
+    def _rotated(self) -> bool:
+        fresh = self.refresh() if self.refresh is not None else None
+        if fresh is None or fresh.api_key == self.settings.api_key:
+            return False
+        self.settings = replace(self.settings, api_key=fresh.api_key)
+        self.session.headers.update(self.settings.headers)
+        self.budget = _budget(self.settings)
+        return True
+
+    def _request(self, call: Call) -> Answer:
         settings = self.settings
         url = settings.base_url + call.path
+        budget = self.budget
 
         def attempt() -> Answer:
+            began = budget.acquire() if budget is not None else 0.0
             started = time.monotonic()
             try:
                 with self.session.request(
@@ -227,13 +275,33 @@ class SyncTransport:
                     body = read_capped(response, limit)
             except requests.exceptions.RequestException as error:
                 raise connection_error(error, what=call.what, creates=call.creates) from None
+            if budget is not None:
+                _report(budget, began, response.status_code, response.headers)
             text = answer_text(response.status_code, body, limit, what=call.what)
             return _answer(call, settings, response.status_code, text, response.headers, started)
 
+        try:
+            return attempt()
+        except LumaError as error:
+            if not _retryable(call)(error) or settings.max_retries == 0:
+                raise
+            again = _first_failure(error, attempt)
         for retry in Retrying(**_retry_policy(settings, call)):
             with retry:
-                return attempt()
+                return again()
         raise AssertionError("unreachable: tenacity reraises the last error")
+
+
+def _budget(settings: LumaSettings) -> CallBudget | None:
+    return call_budget(settings.base_url, settings.api_key, settings.max_calls_per_second, settings.max_call_burst)
+
+
+def _report(budget: CallBudget, began: float, status: int, headers: Mapping[str, str]) -> None:
+    """Tell the budget how a call it let through fared: a 429 pauses every call on the key."""
+    if status == 429:
+        budget.rate_limited(began, _retry_after(headers))
+    else:
+        budget.succeeded(began)
 
 
 class _SharedSession:
@@ -262,11 +330,22 @@ class AsyncTransport:
     """
     Calls from the triggerer (or any event loop). Inside ``async with``, every call goes over the
     loop's shared session; outside, each call opens and closes a session of its own.
+
+    :param settings: The connection's settings.
+    :param refresh: Async twin of :class:`SyncTransport`'s ``refresh``.
     """
 
-    def __init__(self, settings: LumaSettings) -> None:
+    def __init__(self, settings: LumaSettings, refresh: Callable[[], Awaitable[LumaSettings]] | None = None) -> None:
         self.settings = settings
+        self.refresh = refresh
+        self.budget = _budget(settings)
         self._session: aiohttp.ClientSession | None = None
+        # A wait asks the same thing poll after poll: its URL (query included) is built once.
+        self._urls: dict[tuple[str, Any], URL] = {}
+        self._timeout = self._new_timeout(settings.timeout)
+
+    def _new_timeout(self, read: float) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(total=None, connect=self.settings.connect_timeout, sock_read=read)
 
     @property
     def is_open(self) -> bool:
@@ -300,33 +379,70 @@ class AsyncTransport:
 
     async def arequest(self, call: Call) -> Answer:
         """Async twin of :meth:`SyncTransport.request`."""
+        try:
+            return await self._arequest(call)
+        except LumaAuthenticationError:
+            if not await self._arotated():
+                raise
+        return await self._arequest(call)
+
+    async def _arotated(self) -> bool:
+        fresh = await self.refresh() if self.refresh is not None else None
+        if fresh is None or fresh.api_key == self.settings.api_key:
+            return False
+        self.settings = replace(self.settings, api_key=fresh.api_key)
+        self.budget = _budget(self.settings)
+        return True
+
+    def _url(self, call: Call) -> URL:
+        params = call.params
+        key = (call.path, tuple(params.items()) if isinstance(params, Mapping) else tuple(params or ()))
+        url = self._urls.get(key)
+        if url is None:
+            if len(self._urls) >= 64:
+                self._urls.clear()
+            # What aiohttp does with a text URL and params, once instead of on every call.
+            url = URL(self.settings.base_url + call.path)
+            url = self._urls[key] = url.extend_query(params) if params else url
+        return url
+
+    async def _arequest(self, call: Call) -> Answer:
         settings = self.settings
-        url = settings.base_url + call.path
+        url = self._url(call)
         own_session = self._session is None
         session = _new_session() if own_session else self._session
         assert session is not None
+        budget = self.budget
 
         async def attempt() -> Answer:
-            timeout = aiohttp.ClientTimeout(
-                total=None, connect=settings.connect_timeout, sock_read=settings.read_timeout(call.deadline)
-            )
+            read = settings.read_timeout(call.deadline)
+            timeout = self._timeout if read == settings.timeout else self._new_timeout(read)
+            began = await budget.aacquire() if budget is not None else 0.0
             started = time.monotonic()
             try:
                 async with session.request(
-                    call.method, url, params=call.params, json=call.body, headers=settings.headers, timeout=timeout
+                    call.method, url, json=call.body, headers=settings.headers, timeout=timeout
                 ) as response:
                     status, headers = response.status, response.headers
                     limit = body_limit(status, headers, what=call.what)
                     body = await aread_capped(response, limit)
             except (TimeoutError, aiohttp.ClientError) as error:
                 raise connection_error(error, what=call.what, creates=call.creates) from None
+            if budget is not None:
+                _report(budget, began, status, headers)
             text = answer_text(status, body, limit, what=call.what)
             return _answer(call, settings, status, text, headers, started)
 
         try:
+            try:
+                return await attempt()
+            except LumaError as error:
+                if not _retryable(call)(error) or settings.max_retries == 0:
+                    raise
+                again = _first_failure(error, attempt)
             async for retry in AsyncRetrying(**_retry_policy(settings, call)):
                 with retry:
-                    return await attempt()
+                    return await again()
         finally:
             if own_session:
                 await session.close()

@@ -1,0 +1,258 @@
+"""
+A call budget per process and API key: at most ``rate + burst`` calls to the API in any second,
+shared by every wait on an event loop and every thread, queued first come first served, and paused
+for everyone on that key when the API answers 429.
+
+Hand-written, because no library did all of it: ``aiolimiter`` is async only, bound to one event
+loop, and has no shared pause; ``pyrate-limiter`` serves threads and asyncio but lets waiters
+retry in a loop (no FIFO order) and knows nothing of a 429. The budget is two small parts:
+
+* :class:`CallSchedule`, the decisions: pure, no lock, no clock, no sleeping; every method takes
+  ``now``. A generic cell rate algorithm (``rate`` per second, ``burst`` extra at once) hands out
+  start times in order of asking, planned so that no window of :data:`WINDOW` seconds holds more
+  than ``max(1, floor(rate + burst))`` calls; a log of actual starts keeps that bound whatever the
+  lateness of a waiter (one woken late may then be passed by one on time).
+* :class:`CallBudget`, the waiting: a thread lock around the schedule, and ``time.sleep`` or
+  ``asyncio.sleep`` until the start time it handed out, on any thread or event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+#: The window the bound holds in, in seconds, with a tenth of a second of margin: the API counts
+#: calls when they reach it, and the network may bring two calls closer together than they were sent.
+#: The margin costs throughput only when the burst is small: with ``burst=0`` the sustained rate is
+#: ``floor(rate) / 1.1`` calls per second, about 9 % below ``rate``.
+WINDOW = 1.1
+#: First pause after a 429 that names no ``Retry-After``; it doubles with each 429 after a resume.
+FIRST_PAUSE = 1.0
+#: Longest pause after a 429 (the same cap as a call's own ``Retry-After``).
+MAX_PAUSE = 60.0
+
+
+class CallSchedule:
+    """
+    When each call may start: the decisions of a :class:`CallBudget`, with no clock and no waiting.
+
+    Call :meth:`reserve` to join the queue; :meth:`start` when the reserved time has come (it says
+    when to ask again if not yet); :meth:`cancel` if the caller gives up. :meth:`rate_limited` and
+    :meth:`succeeded` report how calls fared.
+
+    :param rate: Calls per second in the long run.
+    :param burst: Calls beyond the rate that may go at once after a quiet time.
+    :param window: The sliding window of the bound, in seconds.
+    """
+
+    def __init__(self, rate: float, burst: int, window: float = WINDOW) -> None:
+        if not rate > 0 or burst < 0:
+            raise ValueError(f"A call budget needs rate > 0 and burst >= 0, not {rate!r} and {burst!r}.")
+        self.rate = rate
+        self.burst = burst
+        self.window = window
+        #: Most calls started in any window.
+        self.limit = max(1, math.floor(rate + burst))
+        self._interval = 1.0 / rate
+        self._tolerance = burst * self._interval
+        self._theoretical = -math.inf  # the cell rate algorithm's "theoretical arrival time"
+        self._next_ticket = 0
+        self._pending: dict[int, float] = {}  # ticket -> reserved start, in ticket order
+        self._started: deque[float] = deque(maxlen=self.limit)  # the latest starts
+        self._planned: deque[float] = deque(maxlen=self.limit)  # the latest start times handed out
+        self.paused_until = -math.inf
+        self._paused_at = -math.inf
+        self._streak = 0
+
+    def reserve(self, now: float) -> tuple[int, float]:
+        """Join the queue: a ticket and the time at which its call may start."""
+        ticket = self._next_ticket
+        self._next_ticket += 1
+        self._pending[ticket] = self._plan(now)
+        return ticket, self._pending[ticket]
+
+    def _plan(self, now: float) -> float:
+        at = max(now, self.paused_until, self._theoretical - self._tolerance)
+        if len(self._planned) == self.limit:  # the plan itself keeps the bound: waiters on time start in order
+            at = max(at, self._planned[0] + self.window)
+        self._theoretical = max(self._theoretical, at) + self._interval
+        self._planned.append(at)
+        return at
+
+    def start(self, ticket: int, now: float) -> float | None:
+        """
+        Start the call of ``ticket`` now if it may (``None``), else the time at which to ask again.
+
+        A ticket may start at its reserved time if the window of starts has room; a waiter woken
+        late may find it full (calls after it went first) and is told when a place frees.
+        """
+        at = self._pending[ticket]
+        if len(self._started) == self.limit:
+            at = max(at, self._started[0] + self.window)
+        if at > now:
+            return at
+        del self._pending[ticket]
+        self._started.append(now)
+        return None
+
+    def cancel(self, ticket: int) -> None:
+        """The caller of ``ticket`` gave up (its place is left empty)."""
+        self._pending.pop(ticket, None)
+
+    def rate_limited(self, now: float, started: float, retry_after: float | None) -> float:
+        """
+        A call that started at ``started`` got a 429: pause every call not started yet until the
+        ``Retry-After`` the API named (capped at :data:`MAX_PAUSE`), or, without one, for
+        :data:`FIRST_PAUSE` doubling with each 429 after a resume. Calls that were already on the way
+        when the pause began are part of the same episode: they may lengthen it, not double it.
+        Returns the pause's end.
+        """
+        fresh = started >= self._paused_at
+        if fresh:
+            self._streak += 1
+        if retry_after is not None:
+            seconds = min(max(retry_after, 0.0), MAX_PAUSE)
+        else:
+            seconds = min(FIRST_PAUSE * 2 ** (self._streak - 1), MAX_PAUSE)
+        until = now + seconds
+        if until > self.paused_until:
+            self.paused_until = until
+            if fresh:
+                self._paused_at = now
+            # Re-plan the queue from the pause's end, in ticket order, without a burst: calm resumption.
+            self._theoretical = until + self._tolerance
+            self._planned = deque(self._started, maxlen=self.limit)
+            for ticket in self._pending:
+                self._pending[ticket] = self._plan(until)
+        return self.paused_until
+
+    def succeeded(self, started: float) -> None:
+        """A call that started at ``started`` was not rate limited: a 429 after it starts a new streak."""
+        if self._streak and started >= self._paused_at:
+            self._streak = 0
+
+    @property
+    def waiting(self) -> int:
+        """Calls queued and not started yet."""
+        return len(self._pending)
+
+
+class CallBudget:
+    """
+    A :class:`CallSchedule` shared by threads and event loops: each caller waits for its own start time.
+
+    :param rate: Calls per second in the long run.
+    :param burst: Calls beyond the rate that may go at once.
+    :param clock: Monotonic seconds (tests may replace it).
+    """
+
+    def __init__(self, rate: float, burst: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.schedule = CallSchedule(rate, burst)
+        self.clock = clock
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"CallBudget(rate={self.schedule.rate!r}, burst={self.schedule.burst!r})"
+
+    def acquire(self) -> float:
+        """Block this thread until a call may start; the start time (for :meth:`rate_limited`)."""
+        ticket, again, now = self._join()
+        try:
+            while again is not None:
+                time.sleep(max(0.0, again - self.clock()))
+                again, now = self._start(ticket)
+        except BaseException:
+            self._leave(ticket)
+            raise
+        return now
+
+    async def aacquire(self) -> float:
+        """Async twin of :meth:`acquire`: only this task waits; the event loop runs on."""
+        ticket, again, now = self._join()
+        try:
+            while again is not None:
+                await asyncio.sleep(max(0.0, again - self.clock()))
+                again, now = self._start(ticket)
+        except BaseException:  # cancelled: leave the queue
+            self._leave(ticket)
+            raise
+        return now
+
+    def _join(self) -> tuple[int, float | None, float]:
+        """Queue up: the ticket, ``None`` if started at once (else when to try), and the time."""
+        with self._lock:
+            now = self.clock()
+            ticket, at = self.schedule.reserve(now)
+            return ticket, (self.schedule.start(ticket, now) if at <= now else at), now
+
+    def _start(self, ticket: int) -> tuple[float | None, float]:
+        with self._lock:
+            now = self.clock()
+            return self.schedule.start(ticket, now), now
+
+    def _leave(self, ticket: int) -> None:
+        with self._lock:
+            self.schedule.cancel(ticket)
+
+    def rate_limited(self, started: float, retry_after: float | None) -> None:
+        """A call that started at ``started`` got a 429: pause every call on the budget (see the schedule)."""
+        with self._lock:
+            now = self.clock()
+            until = self.schedule.rate_limited(now, started, retry_after)
+        log.warning("The Luma API answered 429: every call on this key waits %.1f s.", max(0.0, until - now))
+
+    def succeeded(self, started: float) -> None:
+        """A call that started at ``started`` got an answer that was not a 429."""
+        if self.schedule._streak:  # the common case costs no lock
+            with self._lock:
+                self.schedule.succeeded(started)
+
+
+_BUDGETS: dict[tuple[str, str], CallBudget] = {}
+_BUDGETS_LOCK = threading.Lock()
+_WARNED: set[tuple[str, str]] = set()
+
+
+def key_fingerprint(api_key: str) -> str:
+    """A digest that tells keys apart without holding them (registries are keyed by it, never by a key)."""
+    return hashlib.sha256(api_key.encode()).hexdigest()[:32]
+
+
+def call_budget(base_url: str, api_key: str, rate: float | None, burst: int | None) -> CallBudget | None:
+    """
+    The process's budget for calls to ``base_url`` with ``api_key``; ``None`` without a rate.
+
+    Every connection naming the same URL and key shares it; the first one to ask sets its rate and
+    burst (another naming different ones is told so in the log).
+    """
+    if rate is None:
+        return None
+    burst = burst or 0
+    key = (base_url, key_fingerprint(api_key))
+    with _BUDGETS_LOCK:
+        budget = _BUDGETS.get(key)
+        if budget is None:
+            budget = _BUDGETS[key] = CallBudget(rate, burst)
+        elif (rate, burst) != (budget.schedule.rate, budget.schedule.burst) and key not in _WARNED:
+            _WARNED.add(key)
+            log.warning(
+                "Luma connections to %s with one key set different call budgets: the first one, %s, applies to all.",
+                base_url,
+                budget,
+            )
+        return budget
+
+
+def forget_budgets() -> None:
+    """Drop every budget of this process (for tests)."""
+    with _BUDGETS_LOCK:
+        _BUDGETS.clear()
+        _WARNED.clear()
