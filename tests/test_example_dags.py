@@ -37,7 +37,14 @@ def test_every_example_dag_imports_without_network(tmp_path: Path, monkeypatch: 
     bag = dagbag(tmp_path)
 
     assert bag.import_errors == {}
-    assert set(bag.dag_ids) == {"luma_text_to_video", "luma_fan_out", "luma_extend", "luma_universal"}
+    assert set(bag.dag_ids) == {
+        "luma_text_to_video",
+        "luma_fan_out",
+        "luma_extend",
+        "luma_universal",
+        "luma_assets_producer",
+        "luma_assets_consumer",
+    }
 
 
 def run_example(file_name: str, dag_id: str, output_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
@@ -154,3 +161,21 @@ def videos_below(folder: Path) -> list[Path]:
     files = sorted(folder.rglob("*.mp4"))
     assert all(file.read_bytes() == SAMPLE for file in files)
     return files
+
+
+def test_assets_pair(airflow_db, luma_conn: LumaSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The consumer's manual run (no triggering events) does nothing and succeeds.
+    assert_success(run_example("example_luma_assets_consumer.py", "luma_assets_consumer", tmp_path, monkeypatch))
+    # The producer's download records the Asset events (more in tests/operators/test_assets.py, and in
+    # tests/deployment/test_assets_deployment.py, where the event triggers the consumer).
+    dags_folder = Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+    shutil.copy(EXAMPLE_DAGS / "example_luma_assets_producer.py", dags_folder)
+    producer = dagbag(dags_folder).get_dag("luma_assets_producer")
+    if hasattr(producer, "sync_to_db"):  # Airflow 2: dag.test() does not store the DAG's alias
+        producer.sync_to_db()
+    dag_run = producer.test()
+    assert_success(dag_run)
+    (generation,) = luma_conn.generations()
+    assert [file.name for file in videos(tmp_path)] == [f"{generation['id']}.mp4"]
+    xcom = xcom_values(airflow_db, "luma_assets_producer", dag_run.run_id)
+    assert xcom[("generate", -1, "return_value")]["request_summary"]["prompt"].startswith("Paper boats")

@@ -24,6 +24,7 @@ from airflow.providers.common.compat.sdk import (
 
 from airflow_provider_luma.create_requests import CREATE_PARAMETERS, CreateRequest, build_create_request
 from airflow_provider_luma.errors import LumaError, LumaGenerationFailedError, LumaInputError, LumaNotFoundError
+from airflow_provider_luma.hooks import download
 from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.models import (
     ApiFamily,
@@ -32,12 +33,14 @@ from airflow_provider_luma.models import (
     normalize_generation_ids,
     parse_state,
 )
+from airflow_provider_luma.operators import lineage
 from airflow_provider_luma.sensors.luma import DEFERRAL_TIMEOUT_MARGIN, is_literal
 from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
 from airflow_provider_luma.waiting import Finished
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import TaskInstanceKey
+    from airflow.providers.openlineage.extractors import OperatorLineage
 
 #: XCom key of the generation id, pushed as soon as the generation exists (before any wait).
 GENERATION_ID_XCOM_KEY = "generation_id"
@@ -263,7 +266,7 @@ class LumaGenerateVideoOperator(BaseOperator):
         with self._no_second_payment(context, generation.id):
             if not self.wait_for_completion:
                 _forget_generation(context)
-                return generation.to_dict()
+                return self._result(generation, body)
             return self._wait(context, generation)
 
     def _reusable_generation(self, context: Context, body: CreateRequest) -> Generation | None:
@@ -434,7 +437,32 @@ class LumaGenerateVideoOperator(BaseOperator):
         # push failed, the retry must still find the generation.
         _forget_generation(context)
         self.log.info("Luma generation %s is completed: %s", generation.id, generation.video_url or "no video URL")
-        return generation.to_dict()
+        return self._result(generation)
+
+    def _result(self, generation: Generation, body: CreateRequest | None = None) -> dict[str, Any]:
+        """The task's result: the generation dict and the key-free summary of the request (``request_summary``)."""
+        body = body or self._create_request()
+        result = {**generation.to_dict(), lineage.REQUEST_SUMMARY_KEY: lineage.request_summary(body)}
+        self._lineage_result = result
+        return result
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """
+        OpenLineage of the finished task: the keyframes, frame images and source video (or source
+        generations) as inputs, the generation as the output (namespace ``aimlapi://<host>``, name its
+        id), and the ``luma`` run facet with the prompt, model and duration. Needs
+        ``apache-airflow-providers-openlineage`` (the ``openlineage`` extra), which calls it.
+        """
+        result = getattr(self, "_lineage_result", None)
+        if result is None:
+            generation_id = task_instance.xcom_pull(task_ids=self.task_id, key=GENERATION_ID_XCOM_KEY)
+            result = {"id": generation_id} if isinstance(generation_id, str) and generation_id else None
+        try:
+            request: CreateRequest | None = self._create_request()
+        except LumaError:
+            request = None
+        inputs = {name: getattr(self, name) for name in lineage.INPUT_FIELDS}
+        return lineage.generate_lineage(_api_namespace(self.hook), request, inputs, result)
 
 
 class LumaDownloadVideoOperator(BaseOperator):
@@ -529,8 +557,24 @@ class LumaDownloadVideoOperator(BaseOperator):
         into_folder = True if several else folder
         # Fail before fetching or downloading anything when the videos could not be written anyway.
         self.hook.check_video_destination(target, into_folder=into_folder)
-        paths = [str(self.hook.download_video(item, target, into_folder=into_folder)) for item in items]
+        written = []
+        for item in items:
+            generation = download.resolve_generation(item, self.hook.get_generation)
+            path = self.hook.download_video(generation, target, into_folder=into_folder)
+            written.append(lineage.WrittenVideo(generation, path, _file_size(path)))
+        self._written = written
+        lineage.emit_asset_events(context, self.outlets or (), written)
+        paths = [str(video.target) for video in written]
         return paths if several else paths[0]
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """
+        OpenLineage of the finished task: the generations as inputs, each written file as an output
+        named by OpenLineage's rules (``file`` and the path; ``s3://bucket`` and the key ...) with its
+        size, and the ``luma`` run facet (generation id, prompt, model, duration, file URI). Needs
+        ``apache-airflow-providers-openlineage`` (the ``openlineage`` extra), which calls it.
+        """
+        return lineage.download_lineage(_api_namespace(self.hook), getattr(self, "_written", []))
 
 
 def request_fingerprint(luma_conn_id: str, request: CreateRequest | Mapping[str, Any]) -> str:
@@ -566,6 +610,22 @@ def _pushed_generation_id(context: Context) -> str | None:
     except Exception:
         return None  # only a message depends on it: never fail the failure
     return value if isinstance(value, str) and value else None
+
+
+def _file_size(path: Any) -> int | None:
+    """The size of a written file in bytes (``None`` if the store cannot say)."""
+    try:
+        return int(path.stat().st_size)
+    except Exception:
+        return None
+
+
+def _api_namespace(hook: LumaHook) -> str:
+    """The OpenLineage namespace of the connection's generations; the service's own when it cannot be read."""
+    try:
+        return lineage.api_namespace(hook.settings.base_url)
+    except Exception:
+        return lineage.DEFAULT_API_NAMESPACE
 
 
 def _forget_generation(context: Context) -> None:
