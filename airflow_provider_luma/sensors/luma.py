@@ -173,10 +173,18 @@ class LumaGenerationSensor(BaseSensorOperator):
         return self._finish(event)
 
     def poke(self, context: Context) -> PokeReturnValue:
-        """One long poll, held by the server at most the connection's time-out."""
+        """
+        One long poll, held by the server at most the connection's time-out; with ``report_progress``
+        a poke whose wait has seen nothing yet first asks where things stand (answered at once).
+        """
         wait = self._wait_for_poke(context)  # Airflow enforces the sensor's timeout
         deadline = time.time() + min(self.hook.settings.timeout, float(self.timeout))
+        fresh = self.report_progress and not any(loop.latest for loop in wait.loops)
         finished = self.hook.check_once(wait, hold=True, deadline=deadline)
+        if fresh and finished is None and not wait.left_out_ids and time.time() < deadline:
+            # A wait that had seen nothing asked where things stand (answered at once): now hold
+            # this poke for the next state, as a long poll should.
+            finished = self.hook.check_once(wait, hold=True, deadline=deadline)
         if self.reschedule:
             # Nothing of this poke reaches the next (a new sensor object; XCom is cleared at each
             # start), so ids an answer left out are asked for again now, as a wait would.

@@ -291,11 +291,22 @@ def test_sensor_poke_mode_holds_each_poke_for_the_next_state(sim: LumaSimulator)
     sensor = LumaGenerationSensor(
         task_id="wait", generation_id=generation.id, deferrable=False, mode="poke", report_progress=True
     )
-    pokes = [sensor.poke({})]
-    while not pokes[-1].is_done:
-        pokes.append(sensor.poke({}))
-    assert len(pokes) == 3
+    # The first poke learns 'queued' (at once) and holds for 'dreaming'; the second holds for 'completed'.
+    assert [sensor.poke({}).is_done for _ in range(2)] == [False, True]
     assert held_for(sim, generation.id) == ["queued", "dreaming", "completed"]
+
+
+def test_sensor_reschedule_mode_holds_each_poke_for_the_next_state(sim: LumaSimulator) -> None:
+    generation = LumaHook().create_generation("a fox")
+    done = []
+    for _ in range(2):  # rescheduled: a new sensor object each poke, which knows nothing of the last
+        sensor = LumaGenerationSensor(
+            task_id="wait", generation_id=generation.id, deferrable=False, mode="reschedule", report_progress=True
+        )
+        done.append(sensor.poke({}).is_done)
+    assert done == [False, True]
+    # Each poke: one call answered at once (where things stand), then one held for the next state.
+    assert held_for(sim, generation.id) == ["queued", "dreaming", "queued", "completed"]
 
 
 # -- the generate operator ------------------------------------------------------------------------
