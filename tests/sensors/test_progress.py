@@ -48,7 +48,7 @@ def assert_timeline(lines: list[tuple[str, int]], states: list[str]) -> None:
 
 
 def first_of_each_state(lines: list[tuple[str, int]]) -> list[tuple[str, int]]:
-    """``lines`` without a state told again (by a second wait of the same generation)."""
+    """``lines`` without a state told again (by a second wait of the same generation, or a second log handler)."""
     return [line for index, line in enumerate(lines) if line[0] not in {state for state, _ in lines[:index]}]
 
 
@@ -226,7 +226,8 @@ async def test_trigger_reports_each_state_at_one_call_per_state(
     assert [event["status"] for event in events] == ["success"]
     text = logged_text(caplog, capsys)
     if report:
-        assert_timeline(progress(text, generation.id), ["queued", "dreaming", "completed"])
+        # (Airflow 2 logs each line to the captured records and the console: told twice in this text.)
+        assert_timeline(first_of_each_state(progress(text, generation.id)), ["queued", "dreaming", "completed"])
         # One fetch per state: 'queued' answers at once, each later one is held until reached.
         assert held_for(sim, generation.id) == ["queued", "dreaming", "completed"]
         assert [e["released_by"] for e in sim.requests("get")] == ["immediate", "state", "state"]
@@ -319,7 +320,8 @@ def test_generate_operator_reports_each_state_from_the_create_answer_on(
     result = operator.execute({"ti": FakeTaskInstance()})
 
     assert result["state"] == "completed"
-    assert_timeline(progress(logged_text(caplog, capsys), result["id"]), ["queued", "dreaming", "completed"])
+    lines = first_of_each_state(progress(logged_text(caplog, capsys), result["id"]))
+    assert_timeline(lines, ["queued", "dreaming", "completed"])
     # 'queued' is the create answer's: no fetch for it.
     assert held_for(sim, result["id"]) == ["dreaming", "completed"]
 
