@@ -13,6 +13,7 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from airflow_provider_luma.errors import (
@@ -30,6 +31,10 @@ WaitStatus = Literal["success", "failed", "timeout", "error"]
 MISSING_ANSWERS_LIMIT = 3
 #: The most seconds any time setting may hold: a day. Beyond it a socket time-out overflows ``time_t``.
 MAX_SECONDS = 86400.0
+#: The fixed start of the line a wait with ``report_progress`` logs for each state it sees, e.g.
+#: ``Luma generation 7c88...: dreaming after 3 s.`` (seconds since the generation's creation); the
+#: demo picks these lines out of Airflow's log.
+PROGRESS_LOG_PREFIX = "Luma generation "
 #: The least seconds of each pacing setting (connection extras and trigger arguments alike): below
 #: them a server that answers at once, or fails at once, would be asked again in a tight loop.
 PACING_FLOORS: dict[str, float] = {
@@ -184,6 +189,11 @@ class WaitLoop:
     :param pacing: How calls are spaced.
     :param clock: Wall-clock source (seconds since the epoch); tests and benchmarks may replace it.
     :param api: The endpoint family: ``luma-ai`` long-polls, ``video`` polls every ``poll_interval``.
+    :param report_progress: Report every state on the way: each long poll holds for the state after
+        the latest seen (``queued`` -> ``dreaming`` -> ``completed``) instead of ``target``, at most
+        one more call per state, and each state is logged with the seconds since the generation's
+        creation. The target alone still decides when the wait is over. On the universal endpoint
+        (no hold) only the log lines change.
     """
 
     def __init__(
@@ -196,16 +206,21 @@ class WaitLoop:
         clock: Callable[[], float] = time.time,
         logger: Any = None,
         api: ApiFamily = ApiFamily.LUMA_AI,
+        report_progress: bool = False,
     ):
         self.generation_ids = list(generation_ids)
         self.target = target
         self.api = api
+        self.report_progress = report_progress
         self.deadline = float("inf") if deadline is None else deadline
         self.pacing = pacing or WaitPacing()
         self.clock = clock
         self.log = logger or log
         self.latest: dict[str, Generation] = {}
         self._changed_at: dict[str, float] = {}
+        self._born_at: dict[str, float] = {}
+        self._furthest: dict[str, int] = {}
+        self._progressed = False
         self._started_at = clock()
         self._transient_failures = 0
         self._missing: dict[str, int] = {}
@@ -219,6 +234,24 @@ class WaitLoop:
     def left_out_ids(self) -> list[str]:
         """The ids the latest answer left out (counting towards :data:`MISSING_ANSWERS_LIMIT`)."""
         return [i for i in self.generation_ids if self._missing.get(i, 0) > 0]
+
+    @property
+    def poll_target(self) -> GenerationState:
+        """
+        The state the next long poll holds for: ``target``, or with ``report_progress`` the state
+        after the latest seen of the least advanced pending generation (``queued`` for one not seen
+        yet, which answers at once; ``target`` for one in a state of unknown place), never beyond ``target``.
+        """
+        if not self.report_progress:
+            return self.target
+        steps = []
+        for generation_id in self.pending_ids:
+            seen = self.latest.get(generation_id)
+            if seen is None:
+                steps.append(GenerationState.QUEUED)
+            elif seen.known_state is not None:
+                steps.append(_state_after(seen.known_state))
+        return min([self.target, *steps], key=lambda state: state.priority)
 
     def first_step(self) -> Step:
         """The first thing to do."""
@@ -254,7 +287,15 @@ class WaitLoop:
                 self._ordered(),
             )
         pause = self.pacing.after_answer(call_seconds, held=self.api.holds)
-        return self.observe(answer) or self._sleep_or_timeout(pause)
+        self._progressed = False
+        finished = self.observe(answer)
+        if finished is not None:
+            return finished
+        if self.report_progress and self.api.holds and self._progressed:
+            # A generation got further than ever before: hold for its next state now. Bounded: each
+            # generation can get further at most once per state.
+            pause = 0.0
+        return self._sleep_or_timeout(pause)
 
     def _note_missing(self, asked: list[str], answer: list[Generation]) -> list[str]:
         # A multi-fetch may drop unknown ids instead of answering 404: don't wait for them until the deadline.
@@ -287,7 +328,7 @@ class WaitLoop:
     def _next_poll(self) -> Step:
         if self.clock() >= self.deadline:
             return self._timed_out()
-        return Poll(self.pending_ids, self.target, self.deadline, hold=self.api.holds, api=self.api)
+        return Poll(self.pending_ids, self.poll_target, self.deadline, hold=self.api.holds, api=self.api)
 
     def _sleep_or_timeout(self, delay: float) -> Step:
         remaining = self.deadline - self.clock()
@@ -313,12 +354,21 @@ class WaitLoop:
     def _record(self, generation: Generation) -> None:
         previous = self.latest.get(generation.id)
         self.latest[generation.id] = generation
+        known = generation.known_state
+        if known is not None and known.priority > self._furthest.get(generation.id, -1):
+            self._furthest[generation.id] = known.priority
+            self._progressed = True
         if previous is not None and previous.state == generation.state:
             return
         now = self.clock()
         since = self._changed_at.get(generation.id, self._started_at)
         self._changed_at[generation.id] = now
-        if previous is None:
+        if self.report_progress:
+            born = self._born_at.setdefault(generation.id, _timestamp(generation.created_at) or now)
+            self.log.info(
+                "%s%s: %s after %d s.", PROGRESS_LOG_PREFIX, generation.id, generation.state, max(0, round(now - born))
+            )
+        elif previous is None:
             self.log.info("Luma generation %s is %s.", generation.id, generation.state)
         else:
             self.log.info(
@@ -331,6 +381,34 @@ class WaitLoop:
         if generation.usage and generation.has_reached(GenerationState.COMPLETED):
             usage = ", ".join(f"{key} {value}" for key, value in generation.usage.items())
             self.log.info("Luma generation %s is completed; usage: %s.", generation.id, usage)
+
+
+def _state_after(state: GenerationState) -> GenerationState:
+    """The state after ``state`` on a generation's way to ``completed`` (``completed``, ``failed``: itself)."""
+    following = {GenerationState.QUEUED: GenerationState.DREAMING, GenerationState.DREAMING: GenerationState.COMPLETED}
+    return following.get(state, state)
+
+
+def _timestamp(created_at: str | None) -> float | None:
+    """
+    UNIX time of an API ``created_at`` (ISO-8601, or epoch seconds or milliseconds), ``None`` if unreadable.
+
+    A time without a zone is taken as UTC.
+    """
+    if created_at is None:
+        return None
+    text = str(created_at).strip()
+    try:
+        number = float(text)
+    except ValueError:
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            return None
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    if not math.isfinite(number) or number <= 0:
+        return None
+    return number / 1000 if number > 1e11 else number
 
 
 class Wait:
@@ -351,6 +429,16 @@ class Wait:
     def target(self) -> GenerationState:
         """The state waited for."""
         return self.loops[0].target
+
+    @property
+    def report_progress(self) -> bool:
+        """Whether the wait reports every state on the way (see :class:`WaitLoop`); off by default."""
+        return any(loop.report_progress for loop in self.loops)
+
+    @report_progress.setter
+    def report_progress(self, value: bool) -> None:
+        for loop in self.loops:
+            loop.report_progress = bool(value)
 
     @property
     def left_out_ids(self) -> list[str]:

@@ -44,7 +44,11 @@ with DAG(
         wait_for_completion=False,
     )
 
-    wait = LumaGenerationSensor(task_id="wait_for_video", generation_id=generate.output, timeout=60 * 60)
+    # report_progress logs each state as it comes ("dreaming after 3 s"), at one more call per state;
+    # leave it out for the fewest calls.
+    wait = LumaGenerationSensor(
+        task_id="wait_for_video", generation_id=generate.output, timeout=60 * 60, report_progress=True
+    )
 
     # The trailing "/" makes the destination a folder (created if missing): <folder>/<generation id>.mp4.
     download = LumaDownloadVideoOperator(

@@ -104,7 +104,7 @@ def check_once(poll: PollFunction, wait: Wait, *, hold: bool, deadline: float | 
     results = []
     for loop in sorted(wait.loops, key=lambda loop: loop.api.holds):
         step = Poll(
-            loop.pending_ids, loop.target, deadline or loop.deadline, hold=hold and loop.api.holds, api=loop.api
+            loop.pending_ids, loop.poll_target, deadline or loop.deadline, hold=hold and loop.api.holds, api=loop.api
         )
         after = _after_poll(loop, poll, step)
         if isinstance(after, Finished) and after.status != "success":

@@ -189,6 +189,10 @@ class LumaGenerateVideoOperator(BaseOperator):
         the worker with long polls.
     :param wait_timeout: How long to wait for completion at most (a ``timedelta`` or seconds); the
         task then fails. Default one hour.
+    :param report_progress: While waiting, report every state on the way (``queued``, ``dreaming``,
+        ``completed``), each logged with the seconds since the generation's creation: each long poll
+        holds for the state after the latest seen instead of ``completed``, at most one more call per
+        state. Default ``False`` (one long poll for ``completed``, the fewest calls).
     """
 
     template_fields: Sequence[str] = _CREATE_FIELDS
@@ -217,6 +221,7 @@ class LumaGenerateVideoOperator(BaseOperator):
         wait_for_completion: bool = True,
         deferrable: bool = True,
         wait_timeout: timedelta | float = DEFAULT_WAIT_TIMEOUT,
+        report_progress: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -238,6 +243,7 @@ class LumaGenerateVideoOperator(BaseOperator):
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
         self.wait_timeout = _as_timedelta(wait_timeout)
+        self.report_progress = bool(report_progress)
         # Check what is known now, at DAG parse time; templates and XComArgs are checked when rendered.
         self._create_request(literal_only=True)
 
@@ -348,11 +354,14 @@ class LumaGenerateVideoOperator(BaseOperator):
 
     def _wait(self, context: Context, generation: Generation) -> dict[str, Any]:
         """Wait for ``generation`` to complete: deferred to the triggerer, or here in the worker."""
-        timeout = self.wait_timeout.total_seconds()
-        if not self.deferrable:
-            return self._finish(context, self.hook.wait_for_generation(generation, timeout=timeout))
-        deadline = time.time() + timeout
+        deadline = time.time() + self.wait_timeout.total_seconds()
         wait = self.hook.new_wait([generation], GenerationState.COMPLETED.value, deadline=deadline)
+        wait.report_progress = self.report_progress
+        if not self.deferrable:
+            # With report_progress the create answer is the first state reported; without, as before.
+            known = wait.observe([generation]) if self.report_progress else None
+            (completed,) = (known or self.hook.run_wait(wait)).result()
+            return self._finish(context, completed)
         finished = wait.observe([generation])
         if finished is not None:
             return self._finish_event(context, finished.to_event())
@@ -364,6 +373,7 @@ class LumaGenerateVideoOperator(BaseOperator):
                 luma_conn_id=self.luma_conn_id,
                 deadline=deadline,
                 apis={generation.id: (generation.api or self.hook.settings.api).value},
+                report_progress=self.report_progress,
             ),
             method_name="execute_complete",
             kwargs={"generation_id": generation.id},

@@ -74,6 +74,11 @@ class LumaGenerationSensor(BaseSensorOperator):
         connection's ``api`` extra.
     :param deferrable: Wait in the triggerer (default). ``False`` pokes from the worker in ``poke``
         or ``reschedule`` mode, each poke one long poll (or one plain poll on the universal endpoint).
+    :param report_progress: Report every state on the way (``queued``, ``dreaming``, ``completed``),
+        each logged with the seconds since the generation's creation: each long poll holds for the
+        state after the latest seen instead of ``target_state``, at most one more call per state.
+        Default ``False`` (one long poll for the target, the fewest calls). On the universal endpoint
+        only the log lines change.
     :param soft_fail: Skip instead of failing when a generation fails, the wait times out or the API
         reports a permanent error.
     """
@@ -90,6 +95,7 @@ class LumaGenerationSensor(BaseSensorOperator):
         luma_conn_id: str = LumaHook.default_conn_name,
         api: str | None = None,
         deferrable: bool = True,
+        report_progress: bool = False,
         **kwargs: Any,
     ) -> None:
         # Only a poke_interval the user gave paces universal polls; Airflow's default (60 s) would not.
@@ -105,6 +111,7 @@ class LumaGenerationSensor(BaseSensorOperator):
         self.luma_conn_id = luma_conn_id
         self.api = ApiFamily.parse(api).value if api is not None else None
         self.deferrable = deferrable
+        self.report_progress = bool(report_progress)
         # Poke mode: one wait for all pokes of a try, so that its rules (an id left out of answers
         # MISSING_ANSWERS_LIMIT times in a row) span pokes; keyed by (try number, ids).
         self._poke_wait: tuple[tuple[Any, ...], Wait] | None = None
@@ -136,6 +143,7 @@ class LumaGenerationSensor(BaseSensorOperator):
         deadline = time.time() + self.timeout
         settings = self.hook.settings
         wait = self.hook.new_wait(refs, self.target_state, deadline=deadline)
+        wait.report_progress = self.report_progress
         # A quick look, bounded and not retried: a transient error or a slow API here is no news,
         # defer all the same; the trigger keeps asking until the sensor's own deadline.
         quick = min(deadline, time.time() + FIRST_CHECK_SECONDS)
@@ -153,6 +161,7 @@ class LumaGenerationSensor(BaseSensorOperator):
                 luma_conn_id=self.luma_conn_id,
                 deadline=deadline,
                 apis={ref.id: str(ref.api) for ref in resolved},
+                report_progress=self.report_progress,
                 **tuning,
             ),
             method_name="execute_complete",
@@ -164,10 +173,18 @@ class LumaGenerationSensor(BaseSensorOperator):
         return self._finish(event)
 
     def poke(self, context: Context) -> PokeReturnValue:
-        """One long poll, held by the server at most the connection's time-out."""
+        """
+        One long poll, held by the server at most the connection's time-out; with ``report_progress``
+        a poke whose wait has seen nothing yet first asks where things stand (answered at once).
+        """
         wait = self._wait_for_poke(context)  # Airflow enforces the sensor's timeout
         deadline = time.time() + min(self.hook.settings.timeout, float(self.timeout))
+        fresh = self.report_progress and not any(loop.latest for loop in wait.loops)
         finished = self.hook.check_once(wait, hold=True, deadline=deadline)
+        if fresh and finished is None and not wait.left_out_ids and time.time() < deadline:
+            # A wait that had seen nothing asked where things stand (answered at once): now hold
+            # this poke for the next state, as a long poll should.
+            finished = self.hook.check_once(wait, hold=True, deadline=deadline)
         if self.reschedule:
             # Nothing of this poke reaches the next (a new sensor object; XCom is cleared at each
             # start), so ids an answer left out are asked for again now, as a wait would.
@@ -186,7 +203,9 @@ class LumaGenerationSensor(BaseSensorOperator):
         ti = context.get("ti")
         key = (getattr(ti, "try_number", None), *(ref.id for ref in refs))
         if self._poke_wait is None or self._poke_wait[0] != key:
-            self._poke_wait = (key, self.hook.new_wait(refs, self.target_state))
+            wait = self.hook.new_wait(refs, self.target_state)
+            wait.report_progress = self.report_progress
+            self._poke_wait = (key, wait)
         return self._poke_wait[1]
 
     def _finish(self, event: Mapping[str, Any] | None) -> Any:

@@ -35,6 +35,9 @@ class LumaGenerationTrigger(BaseTrigger):
     :param deadline: UNIX time after which the wait ends with ``timeout``; ``None``: no limit.
     :param apis: The endpoint family of each id (``{"<id>": "video"}``); ids left out use what the id's
         form says, else the connection's ``api`` extra.
+    :param report_progress: Report every state on the way: long-poll for the state after the latest
+        seen instead of ``target_state`` (at most one more call per state) and log each state with the
+        seconds since the generation's creation. Default ``False``: one long poll for the target.
     :param tuning: Optional pacing overrides: ``min_poll_interval``, ``poll_interval``,
         ``initial_backoff``, ``max_backoff`` (seconds).
     """
@@ -46,6 +49,7 @@ class LumaGenerationTrigger(BaseTrigger):
         luma_conn_id: str = LumaHook.default_conn_name,
         deadline: float | None = None,
         apis: dict[str, str] | None = None,
+        report_progress: bool = False,
         **tuning: float,
     ) -> None:
         super().__init__()
@@ -58,6 +62,9 @@ class LumaGenerationTrigger(BaseTrigger):
         self.generation_ids = [ref.id for ref in self.refs]
         self.target_state = GenerationState.waitable(target_state).value
         self.luma_conn_id = luma_conn_id
+        if not isinstance(report_progress, bool):
+            raise LumaInputError(f"{self._what('report_progress')} is {report_progress!r}: expected True or False.")
+        self.report_progress = report_progress
         self.deadline = None if deadline is None else checked_number(deadline, what=self._what("deadline"), minimum=0)
         self.tuning = {
             key: checked_number(value, what=self._what(key), minimum=PACING_FLOORS[key], maximum=MAX_SECONDS)
@@ -69,7 +76,10 @@ class LumaGenerationTrigger(BaseTrigger):
         return f"{type(self).__name__} setting {name!r}"
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        """Classpath and plain-JSON kwargs: ids, state, connection id, deadline and tuning; never a secret."""
+        """
+        Classpath and plain-JSON kwargs: ids, state, connection id, deadline, tuning and
+        ``report_progress`` (only when on, so a default trigger serializes as before); never a secret.
+        """
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
             {
@@ -78,6 +88,7 @@ class LumaGenerationTrigger(BaseTrigger):
                 "luma_conn_id": self.luma_conn_id,
                 "deadline": self.deadline,
                 "apis": {ref.id: ref.api.value for ref in self.refs if ref.api is not None},
+                **({"report_progress": True} if self.report_progress else {}),
                 **self.tuning,
             },
         )
@@ -104,6 +115,7 @@ class LumaGenerationTrigger(BaseTrigger):
                     pacing=pacing,
                     logger=self.log,
                 )
+                wait.report_progress = self.report_progress
                 finished = await hook.arun_wait(wait)
                 event = finished.to_event()
         except LumaError as error:
