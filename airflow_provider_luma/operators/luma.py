@@ -195,7 +195,7 @@ class LumaGenerateVideoOperator(BaseOperator):
         state. Default ``False`` (one long poll for ``completed``, the fewest calls).
     """
 
-    template_fields: Sequence[str] = _CREATE_FIELDS
+    template_fields: Sequence[str] = (*_CREATE_FIELDS, "luma_conn_id")
     template_fields_renderers: ClassVar[dict[str, str]] = {"keyframes": "json"}
     operator_extra_links = (LumaVideoLink(),)
     ui_color = "#b69cf2"
@@ -500,7 +500,7 @@ class LumaDownloadVideoOperator(BaseOperator):
     :return: The written path as a string, or a list of them when ``generation`` was a list.
     """
 
-    template_fields: Sequence[str] = ("generation", "destination")
+    template_fields: Sequence[str] = ("generation", "destination", "luma_conn_id")
     ui_color = "#d9ccf7"
 
     def __init__(
