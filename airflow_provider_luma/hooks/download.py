@@ -20,15 +20,9 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt
 
 from airflow_provider_luma.errors import LumaConnectionError, LumaError, LumaInputError, LumaResponseError
 from airflow_provider_luma.hooks import video_url
+from airflow_provider_luma.hooks.answers import MAX_ERROR_BODY_BYTES, answer_text, error_for_response, read_capped
 from airflow_provider_luma.hooks.settings import LumaSettings
-from airflow_provider_luma.hooks.transport import (
-    MAX_ERROR_BODY_BYTES,
-    RETRY_BACKOFF,
-    answer_text,
-    error_for_response,
-    is_transient,
-    read_capped,
-)
+from airflow_provider_luma.hooks.transport import RETRY_BACKOFF, is_transient
 from airflow_provider_luma.hooks.video_url import (
     MAX_REDIRECTS,
     LumaVideoUrlRefusedError,

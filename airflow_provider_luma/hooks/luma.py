@@ -23,6 +23,7 @@ from airflow_provider_luma.errors import (
     LumaRouteNotFoundError,
 )
 from airflow_provider_luma.hooks import download, waits
+from airflow_provider_luma.hooks.answers import error_for_response, parse_json
 from airflow_provider_luma.hooks.endpoints import (
     PROBE_GENERATION_ID,
     chunks,
@@ -31,14 +32,7 @@ from airflow_provider_luma.hooks.endpoints import (
     fetch_plan,
 )
 from airflow_provider_luma.hooks.settings import API_HOLD_SECONDS, DEFAULT_HOST, SETTINGS_CACHE, LumaSettings
-from airflow_provider_luma.hooks.transport import (
-    AsyncTransport,
-    SyncTransport,
-    arun_plan,
-    error_for_response,
-    parse_json,
-    run_plan,
-)
+from airflow_provider_luma.hooks.transport import AsyncTransport, SyncTransport, arun_plan, run_plan
 from airflow_provider_luma.models import (
     ApiFamily,
     Generation,
