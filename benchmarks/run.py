@@ -29,6 +29,7 @@ import datetime as dt
 import json
 import math
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -223,7 +224,9 @@ class Bench:
         try:
             ready = await asyncio.wait_for(_read_tagged(process, "READY"), 120)
             ids, done_at = await self._create_all(scenario)
-            plan = self.work / f"plan-{scenario.n}-{scenario.variant.replace(' ', '-')}.json"
+            # A variant's label may hold "/" ("budget 20/s"): keep the file name to safe characters.
+            safe = re.sub(r"[^A-Za-z0-9._-]+", "-", scenario.variant)
+            plan = self.work / f"plan-{scenario.n}-{safe}.json"
             plan.write_text(json.dumps({"ids": ids, "done_at": done_at}))
             assert process.stdin is not None
             process.stdin.write(f"{plan}\n".encode())

@@ -66,9 +66,12 @@ def test_one_lookup_for_many_triggers_in_one_process(luma_conn, lookups):
     assert {event["status"] for event in events} == {"success"}
     # 100 triggers starting together made one lookup between them (before: one each).
     assert lookups["async"] == 1
+    # On Airflow 2.11, common.compat's async lookup runs the sync one in a thread: count it once.
+    after_triggers = lookups["sync"]
+    assert after_triggers in (1, 2)
     # Sync hooks of the same process share it too.
     assert [LumaHook().settings.base_url for _ in range(10)] == [luma_conn.base_url] * 10
-    assert lookups["sync"] == 1  # served by what the triggers read
+    assert lookups["sync"] == after_triggers  # served by what the triggers read
 
 
 def test_the_settings_are_read_again_after_the_ttl(luma_conn, lookups, monkeypatch):
