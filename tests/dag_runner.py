@@ -72,3 +72,28 @@ def recorded(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
     return {row["task_id"]: row["value"] for row in map(json.loads, path.read_text().splitlines())}
+
+
+def activate_declared_assets(dag: Any, airflow_db: Path) -> None:
+    """
+    Store a DAG with its Assets (outlets, Asset schedule) and mark them active, as Airflow's DAG
+    processor does. Airflow 3.0's ``dag.test()`` does neither: a task with an inactive outlet fails
+    before it runs, an event on an Asset it does not know is dropped, and a consumer it did not store
+    is never queued. 3.3 does all of it itself; 2.11 has no such check (its tests call ``sync_to_db``).
+    """
+    import inspect
+    import sqlite3
+
+    with sqlite3.connect(airflow_db / "airflow.db") as db:
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'asset_active'").fetchone():
+            return  # Airflow 2
+    from airflow.models.dag import DAG as SchedulerDAG
+
+    bulk_write = getattr(SchedulerDAG, "bulk_write_to_db", None)  # gone in 3.3, whose dag.test() does it all
+    if bulk_write is not None and "bundle_name" in inspect.signature(bulk_write).parameters:
+        from airflow.dag_processing.bundles.manager import DagBundlesManager
+        from airflow.serialization.serialized_objects import LazyDeserializedDAG, SerializedDAG
+
+        DagBundlesManager().sync_bundles_to_db()  # the "dags-folder" bundle the DAG row points at
+        serialized = LazyDeserializedDAG(data=SerializedDAG.to_dict(dag))
+        SchedulerDAG.bulk_write_to_db("dags-folder", None, [serialized])  # stores and activates its Assets

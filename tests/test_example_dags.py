@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_luma.testing import SAMPLE_VIDEO_PATH, LumaSimulator
+from tests.dag_runner import activate_declared_assets
 
 EXAMPLE_DAGS = Path(__file__).parents[1] / "example_dags"
 SAMPLE = SAMPLE_VIDEO_PATH.read_bytes()
@@ -173,6 +174,7 @@ def test_assets_pair(airflow_db, luma_conn: LumaSimulator, tmp_path: Path, monke
     producer = dagbag(dags_folder).get_dag("luma_assets_producer")
     if hasattr(producer, "sync_to_db"):  # Airflow 2: dag.test() does not store the DAG's alias
         producer.sync_to_db()
+    activate_declared_assets(producer, airflow_db)
     dag_run = producer.test()
     assert_success(dag_run)
     (generation,) = luma_conn.generations()

@@ -21,7 +21,7 @@ from airflow_provider_luma.operators.lineage import (
 )
 from airflow_provider_luma.operators.luma import LumaDownloadVideoOperator, LumaGenerateVideoOperator
 from airflow_provider_luma.testing import SAMPLE_VIDEO_PATH, LumaSimulator
-from tests.dag_runner import load_dag
+from tests.dag_runner import activate_declared_assets, load_dag
 from tests.operators.test_luma import FakeTaskInstance, completed_generation
 
 EXAMPLE_DAGS = Path(__file__).parents[2] / "example_dags"
@@ -222,8 +222,10 @@ def test_producer_run_records_the_event_and_queues_the_consumer(
     # A manual run of the consumer (no events: it does nothing); on Airflow 3 it stores the DAG's schedule.
     consumer_run = consumer.test()
     assert str(consumer_run.state).endswith("success")
+    activate_declared_assets(consumer, airflow_db)  # Airflow 3.0: store the consumer's Asset schedule
     with sqlite3.connect(airflow_db / "airflow.db") as db:  # DAGs start paused; a paused consumer is not queued
         db.execute("UPDATE dag SET is_paused = 0 WHERE dag_id = 'luma_assets_consumer'")
+    activate_declared_assets(producer, airflow_db)
     producer_run = producer.test()
     assert str(producer_run.state).endswith("success")
 
