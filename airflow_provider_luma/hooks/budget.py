@@ -9,9 +9,12 @@ retry in a loop (no FIFO order) and knows nothing of a 429. The budget is two sm
 
 * :class:`CallSchedule`, the decisions: pure, no lock, no clock, no sleeping; every method takes
   ``now``. A generic cell rate algorithm (``rate`` per second, ``burst`` extra at once) hands out
-  start times in order of asking, planned so that no window of :data:`WINDOW` seconds holds more
-  than ``max(1, floor(rate + burst))`` calls; a log of actual starts keeps that bound whatever the
-  lateness of a waiter (one woken late may then be passed by one on time).
+  start times in order of asking; a window check keeps every one-second window *at the API* to
+  ``max(1, floor(rate + burst))`` calls. A call reaches the API at some moment between being let
+  through and its answer, so it counts in every window that moment could fall in: until its answer,
+  or until :data:`ARRIVAL` after its start if it is still unanswered then (a long poll the API
+  holds). Counting to the answer, not to the start, is what keeps the bound when calls that left
+  evenly arrive bunched: a burst on new connections, or an event loop too busy to send on time.
 * :class:`CallBudget`, the waiting: a thread lock around the schedule, and ``time.sleep`` or
   ``asyncio.sleep`` until the start time it handed out, on any thread or event loop.
 """
@@ -19,6 +22,7 @@ retry in a loop (no FIFO order) and knows nothing of a 429. The budget is two sm
 from __future__ import annotations
 
 import asyncio
+import bisect
 import hashlib
 import logging
 import math
@@ -26,14 +30,17 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import NamedTuple
 
 log = logging.getLogger(__name__)
 
-#: The window the bound holds in, in seconds, with a tenth of a second of margin: the API counts
-#: calls when they reach it, and the network may bring two calls closer together than they were sent.
-#: The margin costs throughput only when the burst is small: with ``burst=0`` the sustained rate is
-#: ``floor(rate) / 1.1`` calls per second, about 9 % below ``rate``.
-WINDOW = 1.1
+#: The window the bound holds in, in seconds: the API's.
+WINDOW = 1.0
+#: Longest a call is taken to need to reach the API. A call still unanswered this long after it was
+#: let through (a long poll the API holds) is counted as having arrived by then; one answered sooner
+#: counts until its answer. Calls held by the API therefore take a place for ``ARRIVAL + WINDOW``
+#: seconds: at most ``limit / 1.5`` of them start per second, whatever the rate.
+ARRIVAL = 0.5
 #: First pause after a 429 that names no ``Retry-After``; it doubles with each 429 after a resume.
 FIRST_PAUSE = 1.0
 #: Longest pause after a 429 (the same cap as a call's own ``Retry-After``).
@@ -45,8 +52,8 @@ class CallSchedule:
     When each call may start: the decisions of a :class:`CallBudget`, with no clock and no waiting.
 
     Call :meth:`reserve` to join the queue; :meth:`start` when the reserved time has come (it says
-    when to ask again if not yet); :meth:`cancel` if the caller gives up. :meth:`rate_limited` and
-    :meth:`succeeded` report how calls fared.
+    when to ask again if not yet); :meth:`cancel` if the caller gives up; :meth:`finished` when the
+    call has its answer or failed. :meth:`rate_limited` and :meth:`succeeded` report how calls fared.
 
     :param rate: Calls per second in the long run.
     :param burst: Calls beyond the rate that may go at once after a quiet time.
@@ -59,14 +66,16 @@ class CallSchedule:
         self.rate = rate
         self.burst = burst
         self.window = window
-        #: Most calls started in any window.
+        #: Most calls counted in any window.
         self.limit = max(1, math.floor(rate + burst))
         self._interval = 1.0 / rate
         self._tolerance = burst * self._interval
         self._theoretical = -math.inf  # the cell rate algorithm's "theoretical arrival time"
         self._next_ticket = 0
         self._pending: dict[int, float] = {}  # ticket -> reserved start, in ticket order
-        self._started: deque[float] = deque(maxlen=self.limit)  # the latest starts
+        self._in_flight: dict[int, float] = {}  # ticket -> start, in order of starting
+        self._answered: list[float] = []  # when recent calls ended (sorted): each counts until then
+        self._started: deque[float] = deque(maxlen=self.limit)  # the latest starts (to re-plan after a 429)
         self._planned: deque[float] = deque(maxlen=self.limit)  # the latest start times handed out
         self.paused_until = -math.inf
         self._paused_at = -math.inf
@@ -91,20 +100,54 @@ class CallSchedule:
         """
         Start the call of ``ticket`` now if it may (``None``), else the time at which to ask again.
 
-        A ticket may start at its reserved time if the window of starts has room; a waiter woken
-        late may find it full (calls after it went first) and is told when a place frees.
+        A ticket may start at its reserved time if the window has room for it and for the tickets
+        still queued ahead of it (they are due too: reserved times follow ticket order). Otherwise it
+        is told when that room frees, at the latest: calls on their way may be answered sooner.
         """
         at = self._pending[ticket]
-        if len(self._started) == self.limit:
-            at = max(at, self._started[0] + self.window)
+        if at <= now:
+            ahead = 0
+            for queued in self._pending:
+                if queued == ticket:
+                    break
+                ahead += 1
+            at = self._room_at(now, ahead)
         if at > now:
             return at
         del self._pending[ticket]
+        self._in_flight[ticket] = now
         self._started.append(now)
         return None
 
+    def finished(self, ticket: int, now: float) -> bool:
+        """
+        The call of ``ticket`` got its answer (or failed) at ``now``: it reached the API by then, if at
+        all. ``False`` if it had already finished.
+        """
+        started = self._in_flight.pop(ticket, None)
+        if started is None:
+            return False
+        bisect.insort(self._answered, min(now, started + ARRIVAL))
+        return True
+
+    def _room_at(self, now: float, ahead: int) -> float:
+        """When the window has room for ``ahead`` calls and one more: ``now``, or when enough counted calls leave it."""
+        horizon = now - self.window
+        del self._answered[: bisect.bisect_right(self._answered, horizon)]
+        counted = list(self._answered)
+        for started in reversed(self._in_flight.values()):  # newest first: stop at the first one counted out
+            if started + ARRIVAL <= horizon:
+                break
+            counted.append(started + ARRIVAL)
+        leaving = len(counted) + ahead - self.limit  # calls that must leave the window first, less one
+        if leaving < 0:
+            return now
+        counted.sort()
+        # With more queued ahead than the window holds, they have to start first: ask again after the window.
+        return counted[min(leaving, len(counted) - 1)] + self.window if counted else now + self.window
+
     def cancel(self, ticket: int) -> None:
-        """The caller of ``ticket`` gave up (its place is left empty)."""
+        """The caller of ``ticket`` gave up before starting (its place is left empty)."""
         self._pending.pop(ticket, None)
 
     def rate_limited(self, now: float, started: float, retry_after: float | None) -> float:
@@ -145,6 +188,14 @@ class CallSchedule:
         return len(self._pending)
 
 
+class Slot(NamedTuple):
+    """A call let through by a :class:`CallBudget`: hand it back to :meth:`CallBudget.release` when it ends."""
+
+    ticket: int
+    #: When the call started (the budget's clock).
+    started: float
+
+
 class CallBudget:
     """
     A :class:`CallSchedule` shared by threads and event loops: each caller waits for its own start time.
@@ -162,8 +213,8 @@ class CallBudget:
     def __repr__(self) -> str:
         return f"CallBudget(rate={self.schedule.rate!r}, burst={self.schedule.burst!r})"
 
-    def acquire(self) -> float:
-        """Block this thread until a call may start; the start time (for :meth:`rate_limited`)."""
+    def acquire(self) -> Slot:
+        """Block this thread until a call may start; the call's :class:`Slot`."""
         ticket, again, now = self._join()
         try:
             while again is not None:
@@ -172,9 +223,9 @@ class CallBudget:
         except BaseException:
             self._leave(ticket)
             raise
-        return now
+        return Slot(ticket, now)
 
-    async def aacquire(self) -> float:
+    async def aacquire(self) -> Slot:
         """Async twin of :meth:`acquire`: only this task waits; the event loop runs on."""
         ticket, again, now = self._join()
         try:
@@ -184,7 +235,7 @@ class CallBudget:
         except BaseException:  # cancelled: leave the queue
             self._leave(ticket)
             raise
-        return now
+        return Slot(ticket, now)
 
     def _join(self) -> tuple[int, float | None, float]:
         """Queue up: the ticket, ``None`` if started at once (else when to try), and the time."""
@@ -202,18 +253,23 @@ class CallBudget:
         with self._lock:
             self.schedule.cancel(ticket)
 
-    def rate_limited(self, started: float, retry_after: float | None) -> None:
-        """A call that started at ``started`` got a 429: pause every call on the budget (see the schedule)."""
+    def release(self, slot: Slot, status: int | None, retry_after: float | None = None) -> None:
+        """
+        The call of ``slot`` ended: answered with HTTP ``status``, or ``None`` if it got no answer.
+
+        A 429 pauses every call on the budget (see :meth:`CallSchedule.rate_limited`), for
+        ``retry_after`` seconds if the API named them. A slot released again is ignored.
+        """
         with self._lock:
             now = self.clock()
-            until = self.schedule.rate_limited(now, started, retry_after)
-        log.warning("The Luma API answered 429: every call on this key waits %.1f s.", max(0.0, until - now))
-
-    def succeeded(self, started: float) -> None:
-        """A call that started at ``started`` got an answer that was not a 429."""
-        if self.schedule._streak:  # the common case costs no lock
-            with self._lock:
-                self.schedule.succeeded(started)
+            if not self.schedule.finished(slot.ticket, now):
+                return
+            if status == 429:
+                until = self.schedule.rate_limited(now, slot.started, retry_after)
+            elif status is not None:
+                self.schedule.succeeded(slot.started)
+        if status == 429:
+            log.warning("The Luma API answered 429: every call on this key waits %.1f s.", max(0.0, until - now))
 
 
 _BUDGETS: dict[tuple[str, str], CallBudget] = {}

@@ -48,7 +48,7 @@ from airflow_provider_luma.hooks.answers import (
     read_capped,
     retry_after_seconds,
 )
-from airflow_provider_luma.hooks.budget import CallBudget, call_budget
+from airflow_provider_luma.hooks.budget import CallBudget, Slot, call_budget
 from airflow_provider_luma.hooks.settings import LumaSettings
 
 T = TypeVar("T")
@@ -247,7 +247,7 @@ class SyncTransport:
         budget = self.budget
 
         def attempt() -> Answer:
-            began = budget.acquire() if budget is not None else 0.0
+            slot = budget.acquire() if budget is not None else None
             started = time.monotonic()
             try:
                 with self.session.request(
@@ -258,14 +258,16 @@ class SyncTransport:
                     timeout=(settings.connect_timeout, settings.read_timeout(call.deadline)),
                     stream=True,  # read with a cap below, never whole
                 ) as response:
-                    limit = body_limit(response.status_code, response.headers, what=call.what)
+                    status, headers = response.status_code, response.headers
+                    _release(budget, slot, status, headers)
+                    limit = body_limit(status, headers, what=call.what)
                     body = read_capped(response, limit)
             except requests.exceptions.RequestException as error:
                 raise connection_error(error, what=call.what, creates=call.creates) from None
-            if budget is not None:
-                _report(budget, began, response.status_code, response.headers)
-            text = answer_text(response.status_code, body, limit, what=call.what)
-            return _answer(call, settings, response.status_code, text, response.headers, started)
+            finally:
+                _release(budget, slot)  # no answer (nothing if it had one)
+            text = answer_text(status, body, limit, what=call.what)
+            return _answer(call, settings, status, text, headers, started)
 
         try:
             return attempt()
@@ -283,12 +285,16 @@ def _budget(settings: LumaSettings) -> CallBudget | None:
     return call_budget(settings.base_url, settings.api_key, settings.max_calls_per_second, settings.max_call_burst)
 
 
-def _report(budget: CallBudget, began: float, status: int, headers: Mapping[str, str]) -> None:
-    """Tell the budget how a call it let through fared: a 429 pauses every call on the key."""
-    if status == 429:
-        budget.rate_limited(began, retry_after_seconds(headers))
-    else:
-        budget.succeeded(began)
+def _release(
+    budget: CallBudget | None, slot: Slot | None, status: int | None = None, headers: Mapping[str, str] | None = None
+) -> None:
+    """
+    Tell the budget a call it let through has its answer (the API has counted it by then), or ended
+    without one (``status`` ``None``); a 429 pauses every call on the key.
+    """
+    if budget is not None and slot is not None:
+        retry_after = retry_after_seconds(headers) if status == 429 and headers is not None else None
+        budget.release(slot, status, retry_after)
 
 
 class _SharedSession:
@@ -404,19 +410,20 @@ class AsyncTransport:
         async def attempt() -> Answer:
             read = settings.read_timeout(call.deadline)
             timeout = self._timeout if read == settings.timeout else self._new_timeout(read)
-            began = await budget.aacquire() if budget is not None else 0.0
+            slot = await budget.aacquire() if budget is not None else None
             started = time.monotonic()
             try:
                 async with session.request(
                     call.method, url, json=call.body, headers=settings.headers, timeout=timeout
                 ) as response:
                     status, headers = response.status, response.headers
+                    _release(budget, slot, status, headers)
                     limit = body_limit(status, headers, what=call.what)
                     body = await aread_capped(response, limit)
             except (TimeoutError, aiohttp.ClientError) as error:
                 raise connection_error(error, what=call.what, creates=call.creates) from None
-            if budget is not None:
-                _report(budget, began, status, headers)
+            finally:
+                _release(budget, slot)  # no answer (nothing if it had one)
             text = answer_text(status, body, limit, what=call.what)
             return _answer(call, settings, status, text, headers, started)
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from airflow_provider_luma.hooks.budget import (
+    ARRIVAL,
     FIRST_PAUSE,
     CallBudget,
     CallSchedule,
@@ -49,14 +50,40 @@ def busiest_second(times: list[float], window: float = 1.0) -> int:
 
 def drive(schedule: CallSchedule, asks: list[float], lateness: float = 0.0) -> list[float]:
     """Start times of calls asked for at ``asks``, each waiter waking ``lateness`` after the time it was told."""
+    return [started for started, _ in drive_calls(schedule, asks, lateness=lateness)]
+
+
+def drive_calls(
+    schedule: CallSchedule, asks: list[float], answer_after: list[float] | None = None, lateness: float = 0.0
+) -> list[tuple[float, float]]:
+    """
+    (start, answer) of calls asked for at ``asks``; the i-th is answered ``answer_after[i]`` after it
+    starts (never, if not given). Calls run on one virtual clock, each answer told to the schedule in time.
+    """
     tickets = [schedule.reserve(now) for now in sorted(asks)]
-    started: list[float] = []
-    for ticket, at in tickets:
+    answers: list[tuple[float, int]] = []  # (when, ticket), told as the clock passes them
+    calls: list[tuple[float, float]] = []
+    for index, (ticket, at) in enumerate(tickets):
         now = at + lateness
-        while (again := schedule.start(ticket, now)) is not None:
-            now = again
-        started.append(now)
-    return started
+        while True:
+            for when, answered in sorted(answers):
+                if when <= now:
+                    schedule.finished(answered, when)
+                    answers.remove((when, answered))
+            again = schedule.start(ticket, now)
+            if again is None:
+                break
+            now = again if not answers else min(again, max(now, min(answers)[0]))
+        after = answer_after[index] if answer_after else float("inf")
+        answers.append((now + after, ticket))
+        calls.append((now, now + after))
+    return calls
+
+
+def most_possible_arrivals_in_a_second(calls: list[tuple[float, float]]) -> int:
+    """The most calls that could reach the API in one second, each at any moment between its start and answer."""
+    edges = sorted({edge for call in calls for edge in call if edge != float("inf")})
+    return max(sum(1 for start, end in calls if start < at + 1.0 and end >= at) for at in edges)
 
 
 def test_no_window_holds_more_than_rate_plus_burst():
@@ -65,6 +92,28 @@ def test_no_window_holds_more_than_rate_plus_burst():
     assert busiest_second(started) == 40  # the burst is used, and no more
     assert started[-1] == pytest.approx(24.0, abs=1.2)  # 500 calls: the burst, then 20 a second
     assert started == sorted(started)  # first come, first served
+
+
+def test_a_call_counts_until_its_answer_so_late_arrivals_do_not_bunch_at_the_api():
+    # A burst goes out on new connections through a busy event loop: answered (so arrived, at the
+    # latest) 0.4 s after being let through. The calls after it are answered at once. Counting each
+    # call until its answer keeps every second at the API to the bound, wherever in its span it arrived.
+    schedule = CallSchedule(rate=20, burst=20)
+    latencies = [0.4] * 25 + [0.005] * 175
+    calls = drive_calls(schedule, [0.0] * 200, answer_after=latencies)
+    assert most_possible_arrivals_in_a_second(calls) <= 40
+    assert busiest_second([start for start, _ in calls]) == 40  # the burst is still used
+    assert calls[-1][0] == pytest.approx(9.0, abs=1.0)  # and the rate: 200 calls, 21 at once, then 20 a second
+
+
+def test_an_unanswered_call_counts_as_arrived_a_moment_after_it_started():
+    # Long polls the API holds: never answered here, each taken to have reached the API within ARRIVAL.
+    schedule = CallSchedule(rate=20, burst=20)
+    calls = drive_calls(schedule, [0.0] * 200)
+    arrivals = [(start, start + ARRIVAL) for start, _ in calls]
+    assert most_possible_arrivals_in_a_second(arrivals) <= 40
+    # Each takes a place for ARRIVAL + 1 s: 40 per 1.5 s, still above this budget's rate of 20.
+    assert calls[-1][0] == pytest.approx(9.0, abs=1.5)
 
 
 def test_waiters_woken_late_still_keep_the_bound():
