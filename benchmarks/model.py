@@ -6,9 +6,12 @@ objects (one per wait, the code the trigger runs) with a fake clock, against a m
 
 * ``luma-ai``: a poll is held until the generation completes or ``hold`` seconds pass, then answered
   after ``rtt`` seconds; ``video`` (universal): answered at once (after ``rtt``);
-* an optional per-triggerer call budget (what issue 12 item 1 specifies; not in the provider yet):
-  a token bucket of ``rate`` tokens per second and ``burst`` tokens, calls sent in the order they
-  were asked for (FIFO, so none starves). In any one-second window it lets at most rate + burst calls out.
+* an optional per-triggerer call budget: a token bucket of ``rate`` tokens per second and ``burst``
+  tokens, calls sent in the order they were asked for (FIFO, so none starves). In any one-second
+  window it lets at most rate + burst calls out. A simplification of the provider's
+  :class:`~airflow_provider_luma.hooks.budget.CallBudget`, which also counts a call in its window
+  until the answer arrives (at most 0.5 s for one still unanswered) so that calls bunched on the way
+  cannot crowd a second at the API; with answers in ``rtt`` the two let out the same calls.
 
 Assumptions (stated, not measured): triggerers are independent and identical (waits are spread
 evenly, so one triggerer with 100,000 / K waits is simulated and the API's total is K times its

@@ -43,6 +43,7 @@ import aiohttp
 from benchmarks.common import (
     API_KEY,
     BASELINE_INTERVALS,
+    BUDGET_TARGET,
     COLUMNS,
     GENERATION_PATH,
     REAL_HOLD,
@@ -348,30 +349,17 @@ def scenarios_for(n: int, args: argparse.Namespace) -> list[Scenario]:
     return out
 
 
-#: The budget target of issue 12: 1,000 waits on the universal endpoint, 20 calls/s and a burst of 20.
-BUDGET_TARGET = {"n": 1000, "max_calls_per_second": 20.0, "max_call_burst": 20}
-
-
-def budget_scenario(args: argparse.Namespace) -> tuple[Scenario, str]:
+def budget_scenario(args: argparse.Namespace) -> Scenario:
     """
-    HOOK for issue 12 item 1 (the call budget): 1,000 universal waits (no time compression, 10 s polls)
-    with ``max_calls_per_second`` 20 and ``max_call_burst`` 20 in the connection; the report checks that
+    Issue 12's budget target: 1,000 universal waits (no time compression, 10 s polls) with
+    ``max_calls_per_second`` 20 and ``max_call_burst`` 20 in the connection; the report checks that
     no one-second window of the simulator's log holds more than rate + burst calls and that every
-    wait succeeded. Until the provider reads those extras (:func:`benchmarks.common.budget_supported`),
-    the same waits run without a budget and the target is reported as not measurable.
+    wait succeeded.
     """
-    from benchmarks.common import budget_supported
-
     n = 50 if args.quick else BUDGET_TARGET["n"]
     t = 20.0 if args.quick else 90.0
-    if budget_supported():
-        extras = {k: v for k, v in BUDGET_TARGET.items() if k != "n"}
-        return Scenario(n, 1.0, t, "universal, budget 20/s + 20", "trigger", universal=True, extras=extras), ""
-    note = (
-        "SKIPPED (budget): the provider does not read `max_calls_per_second` / `max_call_burst` yet (issue 12 "
-        "item 1); the same waits ran without a budget."
-    )
-    return Scenario(n, 1.0, t, "universal, no budget", "trigger", universal=True), note
+    extras = {k: v for k, v in BUDGET_TARGET.items() if k != "n"}
+    return Scenario(n, 1.0, t, "universal, budget 20/s + 20", "trigger", universal=True, extras=extras)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -448,12 +436,8 @@ async def run_waits(args: argparse.Namespace) -> tuple[list[Outcome], dict[str, 
                             flush=True,
                         )
             if not args.no_budget:
-                scenario, note = budget_scenario(args)
-                if note:
-                    print(note, flush=True)
-                outcome = await bench.run(scenario)
+                outcome = await bench.run(budget_scenario(args))
                 outcome.row["run"] = 1
-                outcome.row["note"] = note
                 outcomes.append(outcome)
                 print(f"budget scenario: {outcome.row}", flush=True)
     finally:

@@ -41,7 +41,6 @@ import psutil
 from benchmarks.common import (
     REAL_HOLD,
     SimulatorProcess,
-    budget_supported,
     import_harness,
     parse_time,
     percentile,
@@ -250,10 +249,7 @@ def measure_real_triggerer(args: Any) -> dict[str, Any]:
             raw["log_level"] = dep.env.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO (Airflow default)")
     finally:
         sim.stop()
-    raw["budget"] = {
-        "supported": budget_supported(),
-        "extras": extras,
-    }
+    raw["budget"] = {"extras": extras}
     columns = (
         "variant",
         "N",

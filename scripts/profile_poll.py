@@ -3,6 +3,10 @@ CPU per poll of N triggers in one event loop: this tree against an older commit,
 
     .venv/airflow-3.3.2/bin/python scripts/profile_poll.py                 # against 0c57644 (before the change)
     .venv/airflow-3.3.2/bin/python scripts/profile_poll.py --waits 500 --rounds 3 --profile
+    .venv/airflow-3.3.2/bin/python scripts/profile_poll.py --floor --waits 1000   # against a bare held GET
+
+``--floor`` compares this tree's triggers with the least any long-polling client can do: one held GET
+per wait on a bare aiohttp session (each on its own connection, as concurrent long polls must be).
 
 The older commit's ``airflow_provider_luma`` is taken with ``git archive`` into a temporary folder
 (nothing in the tree changes, no flag keeps the old path alive in the product). Each variant runs
@@ -36,7 +40,7 @@ from airflow_provider_luma.hooks import luma as luma_module
 from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
 
-waits, profile = int(sys.argv[1]), sys.argv[2] == "1"
+waits, profile, bare = int(sys.argv[1]), sys.argv[2] == "1", sys.argv[3] == "bare"
 counts = {"polls": 0, "lookups": 0}
 real_lookup, real_apoll = luma_module.get_async_connection, LumaHook.apoll
 
@@ -62,7 +66,19 @@ async def one(generation_id):
     async for event in trigger.run():
         return event.payload["status"]
 
+async def held_get(session, generation_id):
+    counts["polls"] += 1
+    url = os.environ["LUMA_PROFILE_BASE_URL"] + "/v2/generate/video/luma-ai/generation"
+    query = {"generation_id": generation_id, "state": "completed"}
+    headers = {"Authorization": "Bearer " + os.environ["LUMA_PROFILE_KEY"]}
+    async with session.get(url, params=query, headers=headers) as r:
+        return "success" if (await r.json()).get("state") == "completed" else "error"
+
 async def main():
+    if bare:
+        import aiohttp
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            return await asyncio.gather(*(held_get(session, i) for i in ids))
     return await asyncio.gather(*(one(i) for i in ids))
 
 profiler = cProfile.Profile() if profile else None
@@ -92,8 +108,10 @@ def extract(rev: str, into: Path) -> Path:
     return into
 
 
-def run_child(source: Path, base_url: str, waits: int, profile: bool, home: str) -> dict:
-    extra = {"min_poll_interval": 0.05, "long_poll_hold": 1.0, "timeout": 30, "max_retries": 3}
+def run_child(
+    source: Path, base_url: str, waits: int, profile: bool, home: str, mode: str = "trigger", hold: float = 1.0
+) -> dict:
+    extra = {"min_poll_interval": 0.05, "long_poll_hold": hold, "timeout": hold + 30, "max_retries": 3}
     conn = {"conn_type": "luma", "host": base_url, "password": KEY, "extra": extra}
     env = {
         **os.environ,
@@ -101,9 +119,11 @@ def run_child(source: Path, base_url: str, waits: int, profile: bool, home: str)
         "AIRFLOW_HOME": home,
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW_CONN_LUMA_DEFAULT": json.dumps(conn),
+        "LUMA_PROFILE_BASE_URL": base_url,
+        "LUMA_PROFILE_KEY": KEY,
     }
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, str(waits), "1" if profile else "0"],
+        [sys.executable, "-c", CHILD, str(waits), "1" if profile else "0", mode],
         env=env,
         cwd=source,
         check=True,
@@ -119,20 +139,29 @@ def main() -> None:
     parser.add_argument("--waits", type=int, default=300, help="triggers in the loop")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each variant, alternating")
     parser.add_argument("--profile", action="store_true", help="also print each variant's top functions")
+    parser.add_argument("--floor", action="store_true", help="compare with a bare held GET per wait, not a commit")
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))
     from airflow_provider_luma.testing.process import SimulatorProcess
 
     with tempfile.TemporaryDirectory(prefix="luma-profile-") as tmp:
-        variants = {"before": extract(args.baseline, Path(tmp) / "before"), "after": ROOT}
+        if args.floor:
+            # Each wait is one poll held until its generation completes (10 s after creation, well after
+            # all waits started): the trigger against a bare held GET, both on this tree.
+            variants = {"held GET": ROOT, "after": ROOT}
+            hold, timing = 30.0, ["--hold", "30", "--queued", "0.3", "--dreaming", "9.7"]
+        else:
+            variants = {"before": extract(args.baseline, Path(tmp) / "before"), "after": ROOT}
+            # hold 1 s, queued 0.3 s, dreaming 1.5 s: each wait makes two or three held polls.
+            hold, timing = 1.0, ["--hold", "1", "--queued", "0.3", "--dreaming", "1.5"]
         results: dict[str, list[dict]] = {name: [] for name in variants}
-        # hold 1 s, queued 0.3 s, dreaming 1.5 s: each wait makes two or three held polls.
-        with SimulatorProcess(["--hold", "1", "--queued", "0.3", "--dreaming", "1.5"], api_key=KEY) as sim:
+        with SimulatorProcess(timing, api_key=KEY) as sim:
             for round_ in range(args.rounds):
                 for name, source in variants.items():
                     profile = args.profile and round_ == args.rounds - 1
-                    result = run_child(source, sim.base_url, args.waits, profile, tmp)
+                    mode = "bare" if name == "held GET" else "trigger"
+                    result = run_child(source, sim.base_url, args.waits, profile, tmp, mode, hold)
                     results[name].append(result)
                     print(
                         f"round {round_ + 1} {name:6}: {result['cpu']:.2f} s CPU, {result['polls']} polls, "

@@ -41,7 +41,9 @@ def test_a_quick_run_writes_every_column(tmp_path: Path) -> None:
         "bare poll 5s 1-hold",
         "HttpSensorTrigger 5s 1-hold",
     } <= variants
-    assert any(v.startswith("universal") for v in variants)  # the budget scenario (or its no-budget stand-in)
+    budget = next(row for row in report["rows"] if row["variant"] == "universal, budget 20/s + 20")
+    assert budget["peak calls/s"] <= 40, budget  # the simulator's log, not the client's count
+    assert "budget 20 calls/s + burst 20: no one-second window above 40 calls" in text
     for row in report["rows"]:
         assert row["ok"] == f"{row['N']}/{row['N']}", row
         assert set(COLUMNS) <= set(row)
