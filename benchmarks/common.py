@@ -28,6 +28,7 @@ BASELINE_INTERVALS = (5.0, 60.0)  # real-time seconds of the interval pollers co
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 #: The budget target of issue 12: 1,000 waits on the universal endpoint, 20 calls/s and a burst of 20.
 BUDGET_TARGET = {"n": 1000, "max_calls_per_second": 20.0, "max_call_burst": 20}
+BUDGET_VARIANT = f"universal, budget {BUDGET_TARGET['max_calls_per_second']:g}/s + {BUDGET_TARGET['max_call_burst']}"
 
 COLUMNS = (
     "N",
