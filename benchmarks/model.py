@@ -6,12 +6,9 @@ objects (one per wait, the code the trigger runs) with a fake clock, against a m
 
 * ``luma-ai``: a poll is held until the generation completes or ``hold`` seconds pass, then answered
   after ``rtt`` seconds; ``video`` (universal): answered at once (after ``rtt``);
-* an optional per-triggerer call budget: a token bucket of ``rate`` tokens per second and ``burst``
-  tokens, calls sent in the order they were asked for (FIFO, so none starves). In any one-second
-  window it lets at most rate + burst calls out. A simplification of the provider's
-  :class:`~airflow_provider_luma.hooks.budget.CallBudget`, which also counts a call in its window
-  until the answer arrives (at most 0.5 s for one still unanswered) so that calls bunched on the way
-  cannot crowd a second at the API; with answers in ``rtt`` the two let out the same calls.
+* an optional per-triggerer call budget: the provider's own
+  :class:`~airflow_provider_luma.hooks.budget.CallSchedule` (what every
+  :class:`~airflow_provider_luma.hooks.budget.CallBudget` decides with), on the same fake clock.
 
 Assumptions (stated, not measured): triggerers are independent and identical (waits are spread
 evenly, so one triggerer with 100,000 / K waits is simulated and the API's total is K times its
@@ -25,12 +22,14 @@ wait starts (evenly spread), like the real-triggerer run.
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
 import statistics
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_provider_luma.hooks.budget import CallSchedule
 from airflow_provider_luma.models import ApiFamily, Generation, GenerationState
 from airflow_provider_luma.waiting import Finished, Poll, Sleep, WaitLoop, WaitPacing
 from benchmarks.common import REAL_HOLD, percentile, table, window_peak
@@ -54,29 +53,17 @@ class Clock:
         return self.now
 
 
-class Budget:
-    """Token bucket: ``rate`` per second, ``burst`` deep; FIFO (a call is never sent before an earlier one)."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate, self.burst = rate, float(burst)
-        self.tokens, self.last = float(burst), 0.0
-
-    def acquire(self, t: float) -> float:
-        t = max(t, self.last)
-        self.tokens = min(self.burst, self.tokens + (t - self.last) * self.rate)
-        self.last = t
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return t
-        t += (1 - self.tokens) / self.rate
-        self.tokens, self.last = 0.0, t
-        return t
-
-
 @dataclass
 class WaitSpec:
     start: float  # when the wait's first poll is asked for
     done_at: float  # when the generation completes
+
+
+@dataclass(frozen=True)
+class PendingPoll:
+    asked: float  # when the wait asked for the poll
+    held: bool  # a long poll, held by the API until completion or ``hold`` seconds
+    ticket: int  # its place in the budget's queue (-1 without a budget)
 
 
 def simulate(
@@ -92,59 +79,58 @@ def simulate(
     """Run the waits of one triggerer; return calls (send times), per-wait calls and wake-up latencies."""
     clock = Clock()
     pacing = WaitPacing(min_poll_interval=min_poll_interval, poll_interval=poll_interval)
-    bucket = Budget(*budget) if budget else None
-    loops: list[WaitLoop] = []
-    heap: list[tuple[float, int, int, Any]] = []
-    seq = 0
-    for i, spec in enumerate(waits):
-        loops.append(
-            WaitLoop(
-                [f"g{i}"],
-                GenerationState.COMPLETED,
-                deadline=None,
-                pacing=pacing,
-                clock=clock,
-                logger=_QUIET,
-                api=family,
-            )
+    schedule = CallSchedule(*budget) if budget else None
+    loops = [
+        WaitLoop(
+            [f"g{i}"], GenerationState.COMPLETED, deadline=None, pacing=pacing, clock=clock, logger=_QUIET, api=family
         )
-        heap.append((spec.start, seq, i, None))
-        seq += 1
-    heapq.heapify(heap)
+        for i in range(len(waits))
+    ]
+    # Events: (time, sequence, wait, what), what being None (the first step), "sleep" (a sleep ended),
+    # ("start", poll) (a poll the budget queued may start) or ("answer", poll, state).
+    heap: list[tuple[float, int, int, Any]] = []
+    sequence = itertools.count()
+
+    def push(at: float, i: int, what: Any) -> None:
+        heapq.heappush(heap, (at, next(sequence), i, what))
+
+    for i, spec in enumerate(waits):
+        push(spec.start, i, None)
     sends: list[float] = []
     calls = [0] * len(waits)
     latency = [float("nan")] * len(waits)
     while heap:
-        t, _, i, payload = heapq.heappop(heap)
+        t, _, i, what = heapq.heappop(heap)
         clock.now = t
-        loop = loops[i]
-        if payload is None:
-            step = loop.first_step()
-        elif payload == "sleep":
-            step = loop.after_sleep()
+        if what is None:
+            step = loops[i].first_step()
+        elif what == "sleep":
+            step = loops[i].after_sleep()
+        elif what[0] == "start":
+            poll = what[1]
+            again = schedule.start(poll.ticket, t) if schedule else None
+            if again is not None:
+                push(again, i, what)
+                continue
+            sends.append(t)
+            calls[i] += 1
+            done = waits[i].done_at
+            at_server = max(t, min(done, t + hold)) if poll.held else t
+            push(at_server + rtt, i, ("answer", poll, "completed" if at_server >= done else "dreaming"))
+            continue
         else:
-            asked, answered_state = payload
-            step = loop.after_poll([Generation(f"g{i}", state=answered_state)], t - asked)
+            _, poll, state = what
+            if schedule:
+                schedule.finished(poll.ticket, t)
+            step = loops[i].after_poll([Generation(f"g{i}", state=state)], t - poll.asked)
         if isinstance(step, Finished):
             latency[i] = t - waits[i].done_at
-            continue
-        if isinstance(step, Sleep):
-            heapq.heappush(heap, (t + step.seconds, seq, i, "sleep"))
-            seq += 1
-            continue
-        assert isinstance(step, Poll)
-        sent = bucket.acquire(t) if bucket else t
-        sends.append(sent)
-        calls[i] += 1
-        done = waits[i].done_at
-        if step.hold:
-            at_server = max(sent, min(done, sent + hold))
-            state = "completed" if at_server >= done else "dreaming"
+        elif isinstance(step, Sleep):
+            push(t + step.seconds, i, "sleep")
         else:
-            at_server = sent
-            state = "completed" if sent >= done else "dreaming"
-        heapq.heappush(heap, (at_server + rtt, seq, i, (t, state)))
-        seq += 1
+            assert isinstance(step, Poll)
+            ticket, at = schedule.reserve(t) if schedule else (-1, t)
+            push(at, i, ("start", PendingPoll(asked=t, held=step.hold, ticket=ticket)))
     return {"sends": sends, "calls": calls, "latency": latency}
 
 

@@ -86,13 +86,13 @@ def targets(report: dict[str, Any]) -> list[dict[str, str]]:
     if budget is None:
         out.append({"target": "universal endpoint under a call budget", "result": "not run", "met": "n/a"})
     else:
-        extras = BUDGET_TARGET
-        limit = extras["max_calls_per_second"] + extras["max_call_burst"]
+        rate, burst = BUDGET_TARGET["max_calls_per_second"], BUDGET_TARGET["max_call_burst"]
+        limit = rate + burst
         ok, total = (int(x) for x in budget["ok"].split("/"))
         out.append(
             {
-                "target": f"{total:,} waits on the universal endpoint, budget {extras['max_calls_per_second']:g} "
-                f"calls/s + burst {extras['max_call_burst']}: no one-second window above {limit:g} calls, all succeed",
+                "target": f"{total:,} waits on the universal endpoint, budget {rate:g} calls/s + burst {burst}: "
+                f"no one-second window above {limit:g} calls, all succeed",
                 "result": f"most calls in a one-second window of the simulator's log: {fmt(budget['peak calls/s'])}; "
                 f"{ok}/{total} waits succeeded",
                 "met": "yes" if budget["peak calls/s"] <= limit and ok == total else "no",

@@ -149,18 +149,17 @@ def main() -> None:
         if args.floor:
             # Each wait is one poll held until its generation completes (10 s after creation, well after
             # all waits started): the trigger against a bare held GET, both on this tree.
-            variants = {"held GET": ROOT, "after": ROOT}
+            variants = {"held GET": (ROOT, "bare"), "after": (ROOT, "trigger")}
             hold, timing = 30.0, ["--hold", "30", "--queued", "0.3", "--dreaming", "9.7"]
         else:
-            variants = {"before": extract(args.baseline, Path(tmp) / "before"), "after": ROOT}
+            variants = {"before": (extract(args.baseline, Path(tmp) / "before"), "trigger"), "after": (ROOT, "trigger")}
             # hold 1 s, queued 0.3 s, dreaming 1.5 s: each wait makes two or three held polls.
             hold, timing = 1.0, ["--hold", "1", "--queued", "0.3", "--dreaming", "1.5"]
         results: dict[str, list[dict]] = {name: [] for name in variants}
         with SimulatorProcess(timing, api_key=KEY) as sim:
             for round_ in range(args.rounds):
-                for name, source in variants.items():
+                for name, (source, mode) in variants.items():
                     profile = args.profile and round_ == args.rounds - 1
-                    mode = "bare" if name == "held GET" else "trigger"
                     result = run_child(source, sim.base_url, args.waits, profile, tmp, mode, hold)
                     results[name].append(result)
                     print(
