@@ -179,9 +179,9 @@ def machine() -> str:
 
 
 def import_harness() -> Any:
-    """``tests.deployment.harness`` (the real-deployment harness the tests use), importable from the repo root."""
+    """``tests.support.deployment`` (the real-deployment harness the tests use), importable from the repo root."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    from tests.deployment import harness
+    from tests.support import deployment as harness
 
     return harness

@@ -1,7 +1,7 @@
 """
 Worker-slot seconds of ``LumaGenerationSensor`` in a real Airflow 3 deployment: deferrable vs poke vs reschedule.
 
-The deployment is ``tests/deployment/harness.py`` (scheduler, triggerer, DAG processor and API server
+The deployment is ``tests/support/deployment.py`` (scheduler, triggerer, DAG processor and API server
 as separate processes, LocalExecutor on SQLite); the simulator CLI runs in its own process. One DAG run
 per generation length T (60 s and 120 s, compressed by ``factor``) holds the three sensors side by
 side, each waiting for its own generation. A thread samples every task instance's state from the

@@ -1,7 +1,7 @@
 """
 Two triggerers share the waits; one is SIGKILLed mid-wait (issue 12 item 4).
 
-A real deployment (``tests/deployment/harness.py``, SQLite, LocalExecutor) runs a second triggerer
+A real deployment (``tests/support/deployment.py``, SQLite, LocalExecutor) runs a second triggerer
 (``airflow triggerer --skip-serve-logs``: two on one host cannot share the log-server port; the
 first one's port is a free one) with ``[triggerer] triggerer_health_check_threshold`` lowered to
 ``THRESHOLD`` seconds (default 30) and heartbeats every second. One DAG run holds N deferred tasks:

@@ -1,7 +1,7 @@
 """
 Waits in a real Airflow triggerer, without time compression (issue 12 item 3).
 
-One deployment (``tests/deployment/harness.py``: scheduler, triggerer, DAG processor, API server;
+One deployment (``tests/support/deployment.py``: scheduler, triggerer, DAG processor, API server;
 LocalExecutor on SQLite) and one simulator process (30 s long-poll hold, real time). Variants run
 one after the other, each a DAG run of N ``sensor_i >> after_i`` pairs, each sensor waiting for its
 own generation (created by the benchmark just before the run, completing evenly spread over

@@ -15,7 +15,7 @@ import pytest
 
 from airflow_provider_luma.demo import Story
 from airflow_provider_luma.testing import SAMPLE_VIDEO_PATH, LumaSimulator
-from tests.conftest import SENTINEL_KEY, connection_json
+from tests.support.connection import SENTINEL_KEY, connection_json
 
 ROOT = Path(__file__).parents[1]
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"

@@ -26,8 +26,8 @@ from airflow.providers.common.compat.sdk import DAG
 
 import airflow_provider_luma
 from airflow_provider_luma.testing import LumaSimulator
-from tests.conftest import connection_json
-from tests.dag_runner import run_dag_source
+from tests.support.connection import connection_json
+from tests.support.dag_runner import run_dag_source
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_luma.testing import SAMPLE_VIDEO_PATH, LumaSimulator
-from tests.dag_runner import activate_declared_assets
+from tests.support.dag_runner import activate_declared_assets
 
 EXAMPLE_DAGS = Path(__file__).parents[1] / "example_dags"
 SAMPLE = SAMPLE_VIDEO_PATH.read_bytes()

@@ -10,7 +10,7 @@ from importlib.metadata import entry_points
 
 import airflow_provider_luma
 from airflow_provider_luma.hooks.luma import LumaHook
-from tests.conftest import SENTINEL_KEY
+from tests.support.connection import SENTINEL_KEY
 
 
 def test_entry_point_gives_the_provider_info():

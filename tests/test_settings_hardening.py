@@ -13,8 +13,8 @@ from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.models import normalize_generation_refs
 from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
 from airflow_provider_luma.waiting import MAX_SECONDS, PACING_FLOORS, checked_number
-from tests.conftest import SENTINEL_KEY
-from tests.test_data_hygiene import StubServer
+from tests.support.connection import SENTINEL_KEY
+from tests.support.stub_server import StubServer
 
 GEN = "4f1c0000-0000-4000-8000-00000000000a"
 

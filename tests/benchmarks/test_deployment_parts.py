@@ -13,7 +13,7 @@ import pytest
 
 from benchmarks.ha import measure_two_triggerers
 from benchmarks.triggerer import measure_real_triggerer
-from tests.deployment.harness import deployment_skip_reason
+from tests.support.deployment import deployment_skip_reason
 
 _SKIP = deployment_skip_reason()
 pytestmark = [

@@ -7,16 +7,14 @@ triggerer takes over the dead one's triggers in seconds instead of the default 3
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from airflow_provider_luma.testing import LumaSimulator
-from tests.conftest import SENTINEL_KEY, connection_json
-from tests.deployment.conftest import deployment_simulator  # noqa: F401  (re-exported fixture)
-from tests.deployment.harness import AirflowDeployment, deployment, deployment_skip_reason
+from tests.support.connection import SENTINEL_KEY, connection_json
+from tests.support.deployment import AirflowDeployment, deployment, deployment_skip_reason
 
 HERE = str(Path(__file__).parent)
 
@@ -67,7 +65,7 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="module")
-def chaos_deployment(deployment_simulator: LumaSimulator) -> Iterator[AirflowDeployment]:  # noqa: F811
+def chaos_deployment(deployment_simulator: LumaSimulator) -> Iterator[AirflowDeployment]:
     """A real Airflow 3 deployment (see tests/deployment) whose triggerer is declared dead after 8 s of silence."""
     extra = {
         "AIRFLOW_CONN_LUMA_DEFAULT": connection_json(deployment_simulator),
@@ -76,8 +74,3 @@ def chaos_deployment(deployment_simulator: LumaSimulator) -> Iterator[AirflowDep
     with deployment(extra_env=extra) as dep:
         dep.simulator = deployment_simulator
         yield dep
-
-
-def sentinel_free(payload: object) -> None:
-    """Assert the sentinel key is nowhere in ``payload`` (as JSON)."""
-    assert SENTINEL_KEY not in json.dumps(payload, default=str)

@@ -26,8 +26,7 @@ from airflow_provider_luma.errors import (
 from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.testing import SAMPLE_VIDEO_PATH, LumaSimulator
 from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
-from tests.chaos.conftest import sentinel_free
-from tests.conftest import logged_text
+from tests.support.logs import logged_text, sentinel_free
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("fast_retries")]
 
@@ -355,7 +354,7 @@ def latin1_gateway(monkeypatch) -> Iterator[str]:
     """A server answering every call 502 with an HTML page in Latin-1 (as some proxies do)."""
     from aiohttp import web
 
-    from tests.conftest import SENTINEL_KEY
+    from tests.support.connection import SENTINEL_KEY
 
     ready, stop = threading.Event(), threading.Event()
     port: list[int] = []

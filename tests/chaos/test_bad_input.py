@@ -17,8 +17,9 @@ from airflow_provider_luma.models import GenerationState
 from airflow_provider_luma.operators.luma import LumaDownloadVideoOperator, LumaGenerateVideoOperator
 from airflow_provider_luma.sensors.luma import LumaGenerationSensor
 from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
-from tests.conftest import SENTINEL_KEY, logged_text
-from tests.dag_runner import run_dag_source
+from tests.support.connection import SENTINEL_KEY
+from tests.support.dag_runner import run_dag_source
+from tests.support.logs import logged_text
 
 pytestmark = pytest.mark.timeout(120)
 

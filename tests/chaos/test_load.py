@@ -16,7 +16,7 @@ import pytest
 from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.testing.process import SimulatorProcess
 from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
-from tests.conftest import SENTINEL_KEY, connection_json
+from tests.support.connection import SENTINEL_KEY, connection_json
 
 pytestmark = [pytest.mark.load, pytest.mark.timeout(240)]
 

@@ -11,8 +11,9 @@ import pytest
 from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.testing import LumaSimulator
 from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
-from tests.chaos.conftest import sentinel_free
-from tests.conftest import SENTINEL_KEY, connection_json, logged_text, wait_for_polls
+from tests.support.connection import SENTINEL_KEY, connection_json
+from tests.support.logs import logged_text, sentinel_free
+from tests.support.polls import wait_for_polls
 
 pytestmark = pytest.mark.timeout(90)
 

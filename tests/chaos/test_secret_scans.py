@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SENTINEL_KEY, OutputTee, find_leaks
-from tests.deployment.harness import AirflowDeployment, db_dump_text, retry_explained_by_airflows_race
+from tests.support.connection import SENTINEL_KEY
+from tests.support.deployment import AirflowDeployment, db_dump_text, retry_explained_by_airflows_race
+from tests.support.logs import OutputTee, find_leaks
 
 PLANTED = "sk-luma-PLANTED-0c3e9a51"
 

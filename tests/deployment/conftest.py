@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 
 from airflow_provider_luma.testing import LumaSimulator
-from tests.conftest import SENTINEL_KEY, connection_json
-from tests.deployment.harness import AirflowDeployment, deployment, deployment_skip_reason
+from tests.support.connection import connection_json
+from tests.support.deployment import AirflowDeployment, deployment, deployment_skip_reason
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -20,17 +20,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.deployment)
             if reason:
                 item.add_marker(pytest.mark.skip(reason=reason))
-
-
-@pytest.fixture(scope="module")
-def deployment_simulator() -> Iterator[LumaSimulator]:
-    """The simulator the deployment talks to: sentinel key, holds 2 s, queued 2 s, dreaming 4 s."""
-    sim = LumaSimulator(api_key=SENTINEL_KEY, hold_seconds=2.0, queued_seconds=2.0, dreaming_seconds=4.0)
-    sim.start()
-    try:
-        yield sim
-    finally:
-        sim.stop()
 
 
 @pytest.fixture(scope="module")

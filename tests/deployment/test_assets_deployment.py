@@ -11,8 +11,8 @@ import pytest
 
 from airflow_provider_luma.operators.lineage import file_uri
 from airflow_provider_luma.testing import LumaSimulator
-from tests.conftest import connection_json
-from tests.deployment.harness import AirflowDeployment, DeploymentError, deployment
+from tests.support.connection import connection_json
+from tests.support.deployment import AirflowDeployment, DeploymentError, deployment
 
 pytestmark = [pytest.mark.deployment, pytest.mark.timeout(300)]
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.deployment.harness import AirflowDeployment
+from tests.support.deployment import AirflowDeployment
 
 pytestmark = [pytest.mark.deployment, pytest.mark.timeout(240)]
 

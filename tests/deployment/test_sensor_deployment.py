@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.conftest import find_leaks
-from tests.deployment.harness import AirflowDeployment
+from tests.support.deployment import AirflowDeployment
+from tests.support.logs import find_leaks
 
 pytestmark = [pytest.mark.deployment, pytest.mark.timeout(240)]
 

@@ -22,7 +22,7 @@ from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.hooks.settings import SETTINGS_CACHE
 from airflow_provider_luma.testing import LumaSimulator
 from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
-from tests.conftest import SENTINEL_KEY, connection_json
+from tests.support.connection import SENTINEL_KEY, connection_json
 
 
 @pytest.fixture(autouse=True)

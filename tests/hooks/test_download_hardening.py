@@ -28,7 +28,7 @@ from airflow_provider_luma.hooks import download, transport
 from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.models import Generation
 from airflow_provider_luma.testing import SAMPLE_VIDEO_PATH, LumaSimulator
-from tests.conftest import SENTINEL_KEY, connection_json
+from tests.support.connection import SENTINEL_KEY, connection_json
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -14,7 +14,7 @@ import pytest
 from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.testing import LumaSimulator
 from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
-from tests.conftest import SENTINEL_KEY, connection_json
+from tests.support.connection import SENTINEL_KEY, connection_json
 
 HOLD = 8.0
 #: Each generation completes about 2.5 s after it is created: well inside one hold.

@@ -24,7 +24,7 @@ from airflow_provider_luma.errors import (
 )
 from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.testing import LumaSimulator
-from tests.conftest import SENTINEL_KEY, connection_json
+from tests.support.connection import SENTINEL_KEY, connection_json
 
 
 def use_connection(monkeypatch, sim: LumaSimulator, **extras) -> LumaHook:

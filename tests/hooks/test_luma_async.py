@@ -16,7 +16,7 @@ from airflow_provider_luma.errors import (
     LumaWaitTimeoutError,
 )
 from airflow_provider_luma.hooks.luma import LumaHook
-from tests.conftest import SENTINEL_KEY, connection_json
+from tests.support.connection import SENTINEL_KEY, connection_json
 
 UNKNOWN_ID = "4f1c0000-0000-4000-8000-000000000001"
 

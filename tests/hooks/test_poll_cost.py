@@ -16,7 +16,9 @@ from airflow_provider_luma.hooks import transport
 from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.hooks.settings import SETTINGS_CACHE
 from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
-from tests.hooks.test_settings_cache import _empty_cache  # noqa: F401 (a fixture, used by name)
+
+#: Every test counts lookups from an empty settings cache.
+pytestmark = pytest.mark.usefixtures("empty_settings_cache")
 
 WAITS = 40
 
@@ -90,7 +92,7 @@ def test_a_failed_call_builds_the_retry_loop_and_counts_its_attempt(luma_conn, c
 
 
 def test_the_retry_loop_keeps_the_attempt_limit(simulator, monkeypatch, counts):
-    from tests.conftest import connection_json
+    from tests.support.connection import connection_json
 
     monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", connection_json(simulator, max_retries=2))
     generation = LumaHook().create_generation("a fox")

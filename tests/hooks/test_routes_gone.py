@@ -12,7 +12,7 @@ from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.models import ApiFamily
 from airflow_provider_luma.testing import LumaSimulator
 from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
-from tests.conftest import SENTINEL_KEY, connection_json
+from tests.support.connection import SENTINEL_KEY, connection_json
 
 LUMA_AI_ID = "4f1c0000-0000-4000-8000-00000000000a"
 

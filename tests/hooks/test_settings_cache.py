@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -14,16 +13,13 @@ from airflow_provider_luma.hooks import luma as luma_module
 from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.hooks.settings import SETTINGS_CACHE, SETTINGS_TTL, LumaSettings, SettingsCache
 from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
-from tests.conftest import SENTINEL_KEY, connection_json, wait_for_polls
+from tests.support.connection import SENTINEL_KEY, connection_json
+from tests.support.polls import wait_for_polls
+
+#: Every test counts lookups from an empty settings cache.
+pytestmark = pytest.mark.usefixtures("empty_settings_cache")
 
 ROTATED_KEY = "sk-luma-ROTATED-8e1f00aa"
-
-
-@pytest.fixture(autouse=True)
-def _empty_cache() -> Iterator[None]:
-    SETTINGS_CACHE.clear()
-    yield
-    SETTINGS_CACHE.clear()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from airflow_provider_luma.errors import LumaGenerationFailedError, LumaInputErr
 from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.models import ApiFamily, Generation, parse_generation_list
 from airflow_provider_luma.testing import LumaSimulator
-from tests.conftest import connection_json
+from tests.support.connection import connection_json
 
 
 def use_connection(monkeypatch, sim: LumaSimulator, **extras) -> LumaHook:

@@ -21,8 +21,8 @@ from airflow_provider_luma.operators.lineage import (
 )
 from airflow_provider_luma.operators.luma import LumaDownloadVideoOperator, LumaGenerateVideoOperator
 from airflow_provider_luma.testing import SAMPLE_VIDEO_PATH, LumaSimulator
-from tests.dag_runner import activate_declared_assets, load_dag
-from tests.operators.test_luma import FakeTaskInstance, completed_generation
+from tests.support.dag_runner import activate_declared_assets, load_dag
+from tests.support.tasks import FakeTaskInstance, completed_generation
 
 EXAMPLE_DAGS = Path(__file__).parents[2] / "example_dags"
 SAMPLE_SIZE = SAMPLE_VIDEO_PATH.stat().st_size

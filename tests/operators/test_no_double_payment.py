@@ -24,30 +24,11 @@ from airflow_provider_luma.operators.luma import (
     REUSE_STATE_KEY,
     LumaGenerateVideoOperator,
 )
-from tests.dag_runner import run_dag_source
-from tests.operators.test_reuse import AIRFLOW_HAS_TASK_STATE, LOST_ANSWER_DAG, TaskStateStore
-from tests.triggers.test_never_crash import Rewrite, create, relay_fixture  # noqa: F401 (the relay fixture)
+from tests.support.dag_runner import LOST_ANSWER_DAG, run_dag_source
+from tests.support.relay import Rewrite, create
+from tests.support.tasks import AIRFLOW_HAS_TASK_STATE, FakeTaskInstance, TaskStateStore, task_context
 
 CREATE = "/luma-ai/generation"
-
-
-class TaskInstance:
-    """The task instance as the operator uses it: try number, XCom push and pull (kept across resumptions)."""
-
-    def __init__(self, try_number: int = 1, fail_push: str | None = None) -> None:
-        self.try_number = try_number
-        self.task_id = "generate"
-        self.map_index = -1
-        self.xcom: dict[str, Any] = {}
-        self.fail_push = fail_push
-
-    def xcom_push(self, key: str, value: Any, **_: Any) -> None:
-        if key == self.fail_push and value:
-            raise RuntimeError(f"XCom backend refused {key}")
-        self.xcom[key] = value
-
-    def xcom_pull(self, task_ids: Any = None, key: str = "return_value", **_: Any) -> Any:
-        return self.xcom.get(key)
 
 
 class FailingStore(TaskStateStore):
@@ -55,13 +36,6 @@ class FailingStore(TaskStateStore):
 
     def set(self, key: str, value: Any, *, retention: Any = None) -> None:
         raise RuntimeError("database is locked")
-
-
-def context(store: TaskStateStore | None = None, ti: TaskInstance | None = None) -> dict[str, Any]:
-    result: dict[str, Any] = {"ti": ti or TaskInstance()}
-    if store is not None:
-        result["task_state_store"] = store
-    return result
 
 
 def operator(prompt: str = "a paper lantern", **kwargs: Any) -> LumaGenerateVideoOperator:
@@ -91,7 +65,7 @@ def test_an_unreadable_create_answer_means_the_generation_may_exist(luma_conn, p
 def test_an_unreadable_create_answer_fails_the_task_without_retries(luma_conn, kind):
     luma_conn.inject_fault(kind, endpoint="create", after=True)
     with pytest.raises(AirflowFailException, match="Not retrying automatically"):
-        operator().execute(context(TaskStateStore()))
+        operator().execute(task_context(store=TaskStateStore()))
     assert luma_conn.count("create") == 1
 
 
@@ -106,9 +80,9 @@ def test_dag_a_201_with_an_html_body_and_retries_makes_exactly_one_create(luma_c
 
 
 def test_a_failed_state_store_write_fails_without_retries_naming_the_id(luma_conn):
-    ti = TaskInstance()
+    ti = FakeTaskInstance()
     with pytest.raises(AirflowFailException) as caught:
-        operator().execute(context(FailingStore(), ti))
+        operator().execute(task_context(store=FailingStore(), ti=ti))
     (generation,) = luma_conn.generations()
     assert generation["id"] in str(caught.value)
     assert "RuntimeError: database is locked" in str(caught.value)
@@ -119,13 +93,13 @@ def test_a_failed_state_store_write_fails_without_retries_naming_the_id(luma_con
 
 def test_the_record_is_forgotten_only_after_the_xcom_pushes(luma_conn):
     store = TaskStateStore()
-    ti = TaskInstance(fail_push="video_url")
+    ti = FakeTaskInstance(fail_push="video_url")
     with pytest.raises(RuntimeError, match="XCom backend refused video_url"):
-        operator().execute(context(store, ti))
+        operator().execute(task_context(store=store, ti=ti))
     (generation,) = luma_conn.generations()
     assert store.values[REUSE_STATE_KEY]["id"] == generation["id"]  # a retry can still reuse it
     # ... and does: the retry reuses the completed generation instead of paying again.
-    assert operator().execute(context(store, TaskInstance(try_number=2)))["id"] == generation["id"]
+    assert operator().execute(task_context(store=store, ti=FakeTaskInstance(try_number=2)))["id"] == generation["id"]
     assert luma_conn.count("create") == 1
     assert REUSE_STATE_KEY not in store.values
 
@@ -142,7 +116,7 @@ def assert_names_the_generation(error: BaseException, generation_id: str) -> Non
 def test_without_a_store_a_wait_time_out_fails_without_retries(luma_conn):
     luma_conn.script("slow lantern", queued_seconds=600)
     with pytest.raises(AirflowFailException) as caught:
-        operator("slow lantern").execute(context(None))
+        operator("slow lantern").execute(task_context())
     (generation,) = luma_conn.generations()
     assert_names_the_generation(caught.value, generation["id"])
     assert "Timed out" in str(caught.value)
@@ -153,7 +127,7 @@ def test_without_a_store_a_wait_error_fails_without_retries(luma_conn):
     luma_conn.script("forbidden lantern", queued_seconds=600)
     luma_conn.inject_fault("403", endpoint="get", times=10)
     with pytest.raises(AirflowFailException) as caught:
-        operator("forbidden lantern").execute(context(None))
+        operator("forbidden lantern").execute(task_context())
     (generation,) = luma_conn.generations()
     assert_names_the_generation(caught.value, generation["id"])
     assert "403" in str(caught.value)
@@ -163,55 +137,55 @@ def test_without_a_store_a_failed_generation_may_still_be_retried(luma_conn):
     # A failed generation is no reason to stop: a retry submits a new one, as on Airflow 3.3+.
     luma_conn.script("doomed lantern", outcome="failed", failure_reason="moderation", queued_seconds=0.1)
     with pytest.raises(LumaGenerationFailedError):
-        operator("doomed lantern").execute(context(None))
+        operator("doomed lantern").execute(task_context())
 
 
 def test_with_a_store_a_wait_time_out_is_left_to_retry_and_reuse(luma_conn):
     luma_conn.script("slow lantern", queued_seconds=600)
     with pytest.raises(LumaWaitTimeoutError):
-        operator("slow lantern").execute(context(TaskStateStore()))
+        operator("slow lantern").execute(task_context(store=TaskStateStore()))
 
 
 def deferred(
-    luma_conn, ti: TaskInstance, store: TaskStateStore | None
+    luma_conn, ti: FakeTaskInstance, store: TaskStateStore | None
 ) -> tuple[LumaGenerateVideoOperator, str, dict[str, Any]]:
     """A generate task deferred after its create; its generation id and the kwargs it deferred with."""
     luma_conn.script("deferred lantern", queued_seconds=600)
     task = operator("deferred lantern", deferrable=True, wait_timeout=60)
     with pytest.raises(TaskDeferred) as caught:
-        task.execute(context(store, ti))
+        task.execute(task_context(store=store, ti=ti))
     (generation,) = luma_conn.generations()
     return task, generation["id"], dict(caught.value.kwargs or {})
 
 
 @pytest.mark.parametrize("status", ["timeout", "error"])
 def test_without_a_store_a_deferred_wait_that_ends_badly_fails_without_retries(luma_conn, status):
-    ti = TaskInstance()
+    ti = FakeTaskInstance()
     task, generation_id, kwargs = deferred(luma_conn, ti, None)
     event = {"status": status, "message": f"the wait ended: {status}", "generations": []}
     with pytest.raises(AirflowFailException) as caught:
         # As Airflow resumes it: the event joins the kwargs the task deferred with.
-        task.resume_execution("execute_complete", {**kwargs, "event": event}, context(None, ti))
+        task.resume_execution("execute_complete", {**kwargs, "event": event}, task_context(ti=ti))
     assert_names_the_generation(caught.value, generation_id)
     assert f"the wait ended: {status}" in str(caught.value)
 
 
 @pytest.mark.parametrize("error", ["Trigger failure", "Trigger timeout", "Trigger/execution timeout"])
 def test_without_a_store_a_trigger_crash_or_deferral_timeout_fails_without_retries(luma_conn, error):
-    ti = TaskInstance()
+    ti = FakeTaskInstance()
     task, generation_id, _ = deferred(luma_conn, ti, None)
     failure = {"error": error, "traceback": ["Traceback ...", "RuntimeError: x"]}
     with pytest.raises(AirflowFailException) as caught:
-        task.resume_execution("__fail__", failure, context(None, ti))
+        task.resume_execution("__fail__", failure, task_context(ti=ti))
     assert_names_the_generation(caught.value, generation_id)
     assert error in str(caught.value)
 
 
 def test_with_a_store_a_trigger_crash_is_left_to_retry_and_reuse(luma_conn):
-    ti, store = TaskInstance(), TaskStateStore()
+    ti, store = FakeTaskInstance(), TaskStateStore()
     task, generation_id, _ = deferred(luma_conn, ti, store)
     with pytest.raises(AirflowException, match="Trigger failure") as caught:
-        task.resume_execution("__fail__", {"error": "Trigger failure"}, context(store, ti))
+        task.resume_execution("__fail__", {"error": "Trigger failure"}, task_context(store=store, ti=ti))
     assert not isinstance(caught.value, AirflowFailException)  # an ordinary failure: Airflow retries
     assert store.values[REUSE_STATE_KEY]["id"] == generation_id
 
@@ -263,5 +237,5 @@ def test_a_create_is_never_resent_after_a_409(simulator, relay, path):
 def test_a_409_on_create_fails_the_task_without_retries(simulator, relay):
     relay.rewrite(Rewrite(CREATE, status=409))
     with pytest.raises(AirflowFailException, match="Not retrying automatically"):
-        operator().execute(context(TaskStateStore()))
+        operator().execute(task_context(store=TaskStateStore()))
     assert len(relay.sent(CREATE)) == 1

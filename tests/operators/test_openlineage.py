@@ -18,7 +18,7 @@ from openlineage.client.serde import Serde
 from airflow_provider_luma.operators.lineage import DEFAULT_API_NAMESPACE, RUN_FACET_NAME
 from airflow_provider_luma.operators.luma import LumaDownloadVideoOperator, LumaGenerateVideoOperator
 from airflow_provider_luma.testing import SAMPLE_VIDEO_PATH, LumaSimulator
-from tests.operators.test_luma import FakeTaskInstance, completed_generation
+from tests.support.tasks import FakeTaskInstance, completed_generation
 
 SIGNED = "https://bucket.example/start.png?X-Amz-Signature=deadbeef-presigned"
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -12,42 +11,9 @@ from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferr
 
 from airflow_provider_luma.errors import LumaGenerationFailedError, LumaWaitTimeoutError
 from airflow_provider_luma.operators.luma import REUSE_STATE_KEY, LumaGenerateVideoOperator
-from tests.conftest import logged_text
-from tests.dag_runner import RECORD_TASK, recorded, run_dag_source
-
-AIRFLOW_HAS_TASK_STATE = tuple(int(p) for p in version("apache-airflow").split(".")[:2]) >= (3, 3)
-
-
-class TaskStateStore:
-    """Airflow 3.3's ``task_state_store`` as the operator uses it (get / set / delete), kept across tries."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, Any] = {}
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.values.get(key, default)
-
-    def set(self, key: str, value: Any, *, retention: Any = None) -> None:
-        self.values[key] = value
-
-    def delete(self, key: str) -> None:
-        self.values.pop(key, None)
-
-
-class TaskInstance:
-    def __init__(self, try_number: int) -> None:
-        self.try_number = try_number
-        self.xcom: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any, **_: Any) -> None:
-        self.xcom[key] = value
-
-
-def try_context(try_number: int, store: TaskStateStore | None) -> dict[str, Any]:
-    context: dict[str, Any] = {"ti": TaskInstance(try_number)}
-    if store is not None:
-        context["task_state_store"] = store
-    return context
+from tests.support.dag_runner import LOST_ANSWER_DAG, RECORD_TASK, recorded, run_dag_source
+from tests.support.logs import logged_text
+from tests.support.tasks import AIRFLOW_HAS_TASK_STATE, TaskStateStore, task_context
 
 
 def operator(prompt: str = "a paper boat", **kwargs: Any) -> LumaGenerateVideoOperator:
@@ -58,17 +24,17 @@ def test_retry_after_a_failed_wait_reuses_the_generation(luma_conn, caplog, caps
     luma_conn.script("paper boat", queued_seconds=600)
     store = TaskStateStore()
     with pytest.raises(LumaWaitTimeoutError):
-        operator().execute(try_context(1, store))
+        operator().execute(task_context(1, store))
     (generation,) = luma_conn.generations()
     assert store.values[REUSE_STATE_KEY]["id"] == generation["id"]
 
     luma_conn.set_state(generation["id"], "dreaming")
-    retry = try_context(2, store)
+    retry = task_context(2, store)
     with pytest.raises(LumaWaitTimeoutError):  # still dreaming: the retry waits for it, it does not resubmit
         operator().execute(retry)
     assert retry["ti"].xcom["generation_id"] == generation["id"]
     luma_conn.set_state(generation["id"], "completed")
-    result = operator().execute(try_context(3, store))
+    result = operator().execute(task_context(3, store))
 
     assert result["id"] == generation["id"]
     assert luma_conn.count("create") == 1
@@ -83,14 +49,14 @@ def test_deferrable_retry_reuses_the_generation(luma_conn):
     store = TaskStateStore()
     first = LumaGenerateVideoOperator(task_id="generate", prompt="deferred boat", wait_timeout=60)
     with pytest.raises(TaskDeferred):
-        first.execute(try_context(1, store))
+        first.execute(task_context(1, store))
     # The trigger timed out: the first try fails in execute_complete.
     with pytest.raises(LumaWaitTimeoutError):
-        first.execute_complete(try_context(1, store), {"status": "timeout", "message": "Timed out", "generations": []})
+        first.execute_complete(task_context(1, store), {"status": "timeout", "message": "Timed out", "generations": []})
     (generation,) = luma_conn.generations()
     luma_conn.set_state(generation["id"], "completed")
     retry = LumaGenerateVideoOperator(task_id="generate", prompt="deferred boat", wait_timeout=60)
-    assert retry.execute(try_context(2, store))["id"] == generation["id"]
+    assert retry.execute(task_context(2, store))["id"] == generation["id"]
     assert luma_conn.count("create") == 1
 
 
@@ -98,20 +64,20 @@ def test_a_failed_generation_is_not_reused(luma_conn, caplog, capsys):
     luma_conn.script("doomed boat", outcome="failed", failure_reason="moderation", queued_seconds=0.1)
     store = TaskStateStore()
     with pytest.raises(LumaGenerationFailedError):
-        operator("doomed boat").execute(try_context(1, store))
+        operator("doomed boat").execute(task_context(1, store))
     (failed,) = luma_conn.generations()
     with pytest.raises(LumaGenerationFailedError):
-        operator("doomed boat").execute(try_context(2, store))
+        operator("doomed boat").execute(task_context(2, store))
     assert luma_conn.count("create") == 2
     assert f"Previous generation {failed['id']} failed: submitting a new one." in logged_text(caplog, capsys)
 
 
 def test_no_reuse_after_success(luma_conn):
     store = TaskStateStore()
-    first = operator().execute(try_context(1, store))
+    first = operator().execute(task_context(1, store))
     assert store.values == {}
     # The user clears the succeeded task to get a new video: the next run submits anew.
-    second = operator().execute(try_context(1, store))
+    second = operator().execute(task_context(1, store))
     assert second["id"] != first["id"]
     assert luma_conn.count("create") == 2
 
@@ -120,18 +86,18 @@ def test_no_reuse_when_the_rendered_request_changed(luma_conn, caplog, capsys):
     luma_conn.script("boat", queued_seconds=600)
     store = TaskStateStore()
     with pytest.raises(LumaWaitTimeoutError):
-        operator("a paper boat, try 1").execute(try_context(1, store))
+        operator("a paper boat, try 1").execute(task_context(1, store))
     with pytest.raises(LumaWaitTimeoutError):
-        operator("a paper boat, try 2").execute(try_context(2, store))
+        operator("a paper boat, try 2").execute(task_context(2, store))
     assert luma_conn.count("create") == 2
     assert "The request changed since try 1" in logged_text(caplog, capsys)
     with pytest.raises(LumaWaitTimeoutError):
-        operator("a paper boat, try 2", aspect_ratio="1:1").execute(try_context(3, store))
+        operator("a paper boat, try 2", aspect_ratio="1:1").execute(task_context(3, store))
     assert luma_conn.count("create") == 3  # any parameter counts, not only the prompt
 
 
 def test_without_a_task_state_store_a_retry_submits_anew_and_says_so(luma_conn, caplog, capsys):
-    operator().execute(try_context(2, None))
+    operator().execute(task_context(2, None))
     assert luma_conn.count("create") == 1
     assert "keeps no task state between tries" in logged_text(caplog, capsys)
 
@@ -177,19 +143,8 @@ def test_a_create_whose_answer_was_lost_fails_without_retries(luma_conn, kind):
     # a retry could not find it and would pay for a second one.
     luma_conn.inject_fault(kind, endpoint="create", after=True)
     with pytest.raises(AirflowFailException, match="Not retrying automatically"):
-        operator().execute(try_context(1, TaskStateStore()))
+        operator().execute(task_context(1, TaskStateStore()))
     assert luma_conn.count("create") == 1
-
-
-LOST_ANSWER_DAG = """
-from datetime import timedelta
-import pendulum
-from airflow.providers.common.compat.sdk import DAG
-from airflow_provider_luma.operators.luma import LumaGenerateVideoOperator
-
-with DAG("luma_lost_answer", schedule=None, start_date=pendulum.datetime(2026, 1, 1)):
-    LumaGenerateVideoOperator(task_id="generate", prompt="lost answer", retries=2, retry_delay=timedelta(seconds=0))
-"""
 
 
 def test_dag_a_lost_create_answer_is_not_retried(luma_conn, airflow_db):

@@ -18,8 +18,10 @@ from airflow_provider_luma.errors import LumaError, LumaInputError
 from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.sensors.luma import DEFERRAL_TIMEOUT_MARGIN, LumaGenerationSensor
 from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
-from tests.conftest import SENTINEL_KEY, connection_json, logged_text, timeline_driven_by_polls
-from tests.dag_runner import RECORD_TASK, recorded, run_dag_source
+from tests.support.connection import SENTINEL_KEY, connection_json
+from tests.support.dag_runner import RECORD_TASK, recorded, run_dag_source
+from tests.support.logs import logged_text
+from tests.support.polls import timeline_driven_by_polls
 
 GEN_A = "4f1c0000-0000-4000-8000-00000000000a"
 GEN_B = "4f1c0000-0000-4000-8000-00000000000b"

@@ -23,9 +23,10 @@ from airflow_provider_luma.sensors.luma import LumaGenerationSensor
 from airflow_provider_luma.testing import LumaSimulator
 from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
 from airflow_provider_luma.waiting import Finished, Poll, Sleep, Wait, WaitLoop, WaitPacing
-from tests.conftest import SENTINEL_KEY, connection_json, logged_text
-from tests.dag_runner import RECORD_TASK, recorded, run_dag_source
-from tests.operators.test_luma import FakeTaskInstance
+from tests.support.connection import SENTINEL_KEY, connection_json
+from tests.support.dag_runner import RECORD_TASK, recorded, run_dag_source
+from tests.support.logs import logged_text
+from tests.support.tasks import FakeTaskInstance
 
 PROGRESS_LINE = re.compile(r"Luma generation (\S+): (queued|dreaming|completed|failed) after (\d+) s\.")
 #: The simulated timeline of these tests: queued for QUEUED s, then dreaming for DREAMING s.

@@ -12,8 +12,8 @@ from airflow_provider_luma.errors import LumaError
 from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.sensors.luma import FIRST_CHECK_SECONDS, LumaGenerationSensor
 from airflow_provider_luma.waiting import MISSING_ANSWERS_LIMIT
-from tests.conftest import SENTINEL_KEY
-from tests.test_data_hygiene import StubRequest, StubServer
+from tests.support.connection import SENTINEL_KEY
+from tests.support.stub_server import StubRequest, StubServer
 
 GEN_A = "4f1c0000-0000-4000-8000-00000000000a"
 GEN_B = "4f1c0000-0000-4000-8000-00000000000b"

@@ -7,7 +7,7 @@ from airflow.providers.common.compat.sdk import TaskDeferred
 
 from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.sensors.luma import LumaGenerationSensor
-from tests.dag_runner import RECORD_TASK, recorded, run_dag_source
+from tests.support.dag_runner import RECORD_TASK, recorded, run_dag_source
 
 UNIVERSAL_DAG = (
     RECORD_TASK

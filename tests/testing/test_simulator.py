@@ -19,7 +19,7 @@ import requests
 
 from airflow_provider_luma.testing import SAMPLE_VIDEO_PATH, LumaSimulator
 from airflow_provider_luma.testing.pytest_plugin import luma_simulator  # noqa: F401  (fixture)
-from tests.testing.calls import GEN, GENS, auth, create
+from tests.support.simulator_calls import GEN, GENS, auth, create
 
 
 def get(s: LumaSimulator, gen_id: str, state: str | None = None, timeout: float = 10) -> requests.Response:

@@ -16,7 +16,7 @@ import requests
 
 from airflow_provider_luma.testing import ENDPOINTS, FAULT_KINDS, LOG_ENDPOINTS, SAMPLE_VIDEO_PATH, LumaSimulator
 from airflow_provider_luma.testing.process import SimulatorProcess
-from tests.testing.calls import GEN, GENS, UNI, auth
+from tests.support.simulator_calls import GEN, GENS, UNI, auth
 
 SAMPLE = SAMPLE_VIDEO_PATH.read_bytes()
 

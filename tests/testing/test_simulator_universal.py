@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from airflow_provider_luma.testing import SAMPLE_VIDEO_PATH, UNIVERSAL_PATH, LumaSimulator
-from tests.testing.calls import GEN, GENS, UNI, auth, create
+from tests.support.simulator_calls import GEN, GENS, UNI, auth, create
 
 UUID_RE = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 

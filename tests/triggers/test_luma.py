@@ -7,31 +7,14 @@ import json
 import time
 
 import pytest
-from airflow.triggers.base import TriggerEvent
 
 from airflow_provider_luma.errors import LumaInputError
 from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
-from tests.conftest import SENTINEL_KEY, connection_json
+from tests.support.connection import connection_json
+from tests.support.events import all_events, the_event
 
 UNKNOWN_ID = "4f1c0000-0000-4000-8000-000000000001"
-
-
-async def all_events(trigger: LumaGenerationTrigger) -> list[dict]:
-    """Run the trigger to its end and return every event payload it yielded."""
-    events = []
-    async for event in trigger.run():
-        assert isinstance(event, TriggerEvent)
-        events.append(event.payload)
-    json.dumps(events)  # plain JSON, as the triggerer stores it
-    assert SENTINEL_KEY not in json.dumps(events)
-    return events
-
-
-async def the_event(trigger: LumaGenerationTrigger) -> dict:
-    events = await all_events(trigger)
-    assert len(events) == 1, f"a trigger must yield exactly one event, got {events}"
-    return events[0]
 
 
 def test_serialize_holds_ids_state_connection_deadline_and_tuning_only():

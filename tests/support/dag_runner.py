@@ -97,3 +97,15 @@ def activate_declared_assets(dag: Any, airflow_db: Path) -> None:
         DagBundlesManager().sync_bundles_to_db()  # the "dags-folder" bundle the DAG row points at
         serialized = LazyDeserializedDAG(data=SerializedDAG.to_dict(dag))
         SchedulerDAG.bulk_write_to_db("dags-folder", None, [serialized])  # stores and activates its Assets
+
+
+#: A generate task whose create answer the tests lose: with retries=2, it must still be tried once.
+LOST_ANSWER_DAG = """
+from datetime import timedelta
+import pendulum
+from airflow.providers.common.compat.sdk import DAG
+from airflow_provider_luma.operators.luma import LumaGenerateVideoOperator
+
+with DAG("luma_lost_answer", schedule=None, start_date=pendulum.datetime(2026, 1, 1)):
+    LumaGenerateVideoOperator(task_id="generate", prompt="lost answer", retries=2, retry_delay=timedelta(seconds=0))
+"""

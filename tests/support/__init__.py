@@ -1,0 +1,16 @@
+"""
+Helpers shared by the tests, in one place: test modules import them from here, never from each other.
+
+- :mod:`.connection`: the sentinel key and the ``AIRFLOW_CONN_...`` JSON of a simulator;
+- :mod:`.logs`: what a test logged, and the one secret scan;
+- :mod:`.polls`: waiting for a simulator to have been polled, timelines moved by polls;
+- :mod:`.events`: running a trigger to its event(s);
+- :mod:`.tasks`: the fake task instance and task state store the operators are driven with;
+- :mod:`.relay`: a loopback relay in front of the simulator that rewrites chosen answers;
+- :mod:`.stub_server`: a loopback HTTP server whose answers a test writes itself;
+- :mod:`.simulator_calls`: plain HTTP calls to a simulator, as an API client would make them;
+- :mod:`.dag_runner`: running a DAG file with ``dag.test()`` on every supported Airflow;
+- :mod:`.deployment`: a real Airflow deployment (scheduler, triggerer, ...) on loopback.
+
+Fixtures live in each folder's ``conftest.py``.
+"""
