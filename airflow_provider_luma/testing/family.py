@@ -26,10 +26,12 @@ __all__ = [
     "Family",
     "FamilyContext",
     "Route",
+    "body_errors",
     "check_keyframes",
     "check_prompt",
     "check_query",
     "frame_check",
+    "read_create",
     "read_json",
 ]
 
@@ -74,6 +76,14 @@ class FamilyContext:
     settings: Settings
     video_url: Callable[[Generation], str | None]
 
+    def create(self, gen_id: str, request: dict[str, Any], model: str, family: str) -> Generation:
+        """A new generation on the default timeline (the ``queued_seconds`` and ``dreaming_seconds`` options,
+        then the script rules)."""
+        settings = self.settings
+        return self.store.create(
+            gen_id, request, model, family, queued=settings.queued_seconds, dreaming=settings.dreaming_seconds
+        )
+
 
 class Family(Protocol):
     """
@@ -87,8 +97,9 @@ class Family(Protocol):
 
     * a module ``dream_machine.py`` with ``class DreamMachineFamily`` whose :attr:`name` is
       ``"dream-machine"``, :attr:`endpoints` ``("dm_create", "dm_get", "dm_list", "dm_delete")``,
-      :meth:`routes` the four routes (each handler reads its body with :func:`read_json`, checks it,
-      calls ``ctx.store.create(...)`` / ``of_family`` / a delete, answers with :meth:`render`),
+      :meth:`routes` the four routes (the create reads its body with :func:`read_create` and its own
+      validation, then ``ctx.create(...)``; the fetches use ``ctx.store.of_family``; the delete a store
+      method to add; each answers with :meth:`render`),
       :meth:`render` Luma's generation object and :meth:`error_body` ``{"detail": exc.message}``;
     * ``DreamMachineFamily`` added to ``FAMILIES`` in :mod:`.simulator`.
 
@@ -137,6 +148,30 @@ async def read_json(request: web.Request) -> Any:
         raise ApiError(400, "Body validation error!", [{"path": "", "message": str(exc)}]) from None
     record_body(entry, raw, body)
     return body
+
+
+async def read_create(request: web.Request, validate: Callable[[Any], list[dict[str, Any]]]) -> dict[str, Any]:
+    """A create's body, checked by ``validate``; a 400 ``Body validation error!`` listing what it found."""
+    body = await read_json(request)
+    errors = validate(body)
+    if errors:
+        raise ApiError(400, "Body validation error!", errors)
+    return dict(body)
+
+
+def body_errors(body: Any, rules: Callable[[dict[str, Any], Err], None]) -> list[dict[str, Any]]:
+    """Validation errors (``[{"path", "message"}]``) of a create body (empty if valid): ``rules(body, err)``
+    reports each with ``err(path, message)``; a body that is not a JSON object is one error."""
+    errors: list[dict[str, Any]] = []
+
+    def err(path: str, message: str) -> None:
+        errors.append({"path": path, "message": message})
+
+    if not isinstance(body, dict):
+        err("", "Expected a JSON object")
+    else:
+        rules(body, err)
+    return errors
 
 
 def check_query(request: web.Request, known: tuple[str, ...], *, strict: bool) -> None:

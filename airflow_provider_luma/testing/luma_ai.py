@@ -22,13 +22,16 @@ from typing import Any, ClassVar
 from aiohttp import web
 
 from airflow_provider_luma.testing.family import (
+    Err,
     FamilyContext,
+    FrameCheck,
     Route,
+    body_errors,
     check_keyframes,
     check_prompt,
     check_query,
     frame_check,
-    read_json,
+    read_create,
 )
 from airflow_provider_luma.testing.store import PRIORITY, Generation
 from airflow_provider_luma.testing.video import ASPECT_RATIOS
@@ -59,16 +62,15 @@ _BODY_FIELDS = frozenset(
 )
 
 
-def validate_create(body: Any, check_frame: Any) -> list[dict[str, Any]]:
-    """Validation errors (``[{"path", "message"}]``) of a create body; empty if valid."""
-    errors: list[dict[str, Any]] = []
+def validate_create(body: Any, check_frame: FrameCheck) -> list[dict[str, Any]]:
+    """Validation errors (``[{"path", "message"}]``) of a create body; empty if valid.
 
-    def err(path: str, message: str) -> None:
-        errors.append({"path": path, "message": message})
+    :param check_frame: Validates one keyframe (see :func:`~.family.frame_check`).
+    """
+    return body_errors(body, lambda checked, err: _create_rules(checked, err, check_frame))
 
-    if not isinstance(body, dict):
-        err("", "Expected a JSON object")
-        return errors
+
+def _create_rules(body: dict[str, Any], err: Err, check_frame: FrameCheck) -> None:
     for key in sorted(set(body) - _BODY_FIELDS)[:20]:
         err(key[:100], f"Unrecognized property '{key[:100]}'")
     check_prompt(body, err)
@@ -90,7 +92,6 @@ def validate_create(body: Any, check_frame: Any) -> list[dict[str, Any]]:
     if cb is not None and not isinstance(cb, str):
         err("callback_url", "Expected string or null")
     check_keyframes(body, err, check_frame)
-    return errors
 
 
 class LumaAiFamily:
@@ -140,19 +141,8 @@ class LumaAiFamily:
     # ------------------------------------------------------------------ handlers
 
     async def _create(self, request: web.Request) -> web.Response:
-        body = await read_json(request)
-        errors = validate_create(body, self._check_frame)
-        if errors:
-            raise ApiError(400, "Body validation error!", errors)
-        settings = self.ctx.settings
-        gen = self.ctx.store.create(
-            str(uuid.uuid4()),
-            body,
-            body.get("model", "ray-2"),
-            self.name,
-            queued=settings.queued_seconds,
-            dreaming=settings.dreaming_seconds,
-        )
+        body = await read_create(request, lambda body: validate_create(body, self._check_frame))
+        gen = self.ctx.create(str(uuid.uuid4()), body, body.get("model", "ray-2"), self.name)
         with self.ctx.store.lock:
             public = self.render(gen, time.time())
         return web.json_response(public, status=201)

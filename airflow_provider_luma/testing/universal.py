@@ -25,11 +25,12 @@ from airflow_provider_luma.testing.family import (
     FamilyContext,
     FrameCheck,
     Route,
+    body_errors,
     check_keyframes,
     check_prompt,
     check_query,
     frame_check,
-    read_json,
+    read_create,
 )
 from airflow_provider_luma.testing.store import Generation
 from airflow_provider_luma.testing.video import ASPECT_RATIOS
@@ -106,28 +107,24 @@ def validate_universal(body: Any, check_frame: FrameCheck) -> list[dict[str, Any
     :param check_frame: Validates one keyframe (``frame0``/``frame1``) the way the
         ``luma-ai`` create does: ``check_frame(frame, path, err)``.
     """
-    errors: list[dict[str, Any]] = []
+    return body_errors(body, lambda checked, err: _universal_rules(checked, err, check_frame))
 
-    def err(path: str, message: str) -> None:
-        errors.append({"path": path, "message": message})
 
-    if not isinstance(body, dict):
-        err("", "Expected a JSON object")
-        return errors
+def _universal_rules(body: dict[str, Any], err: Err, check_frame: FrameCheck) -> None:
     check_prompt(body, err)
     model = body.get("model")
     if "model" not in body:
         err("model", "Required")
-        return errors
+        return
     if not isinstance(model, str):
         err("model", "Expected string")
-        return errors
+        return
     allowed = UNIVERSAL_MODELS.get(model)
     if allowed is None:
         if not model.startswith("luma/"):
             err("model", f"Invalid enum value. Expected {' | '.join(UNIVERSAL_MODELS)}, received '{model[:100]}'")
         # A luma/ model newer than this simulator: accept whatever it is sent.
-        return errors
+        return
     for key in sorted(set(body) - allowed - {"model", "prompt"})[:20]:
         err(key[:100], f"Unrecognized property '{key[:100]}' for model {model}")
 
@@ -158,14 +155,13 @@ def validate_universal(body: Any, check_frame: FrameCheck) -> list[dict[str, Any
         for name in ("image_url", "last_image_url", "video_url"):
             string(name)
         _ray3_rules(body, err)
-        return errors
+        return
     enum("aspect_ratio", _RAY2_ASPECT_RATIOS)
     if "resolution" in allowed:
         enum("resolution", _RAY2_RESOLUTIONS)
     if "duration" in allowed:
         duration((5, 9))
     check_keyframes(body, err, check_frame)
-    return errors
 
 
 def _ray3_rules(body: dict[str, Any], err: Err) -> None:
@@ -253,21 +249,11 @@ class UniversalFamily:
         )
 
     async def _create(self, request: web.Request) -> web.Response:
-        body = await read_json(request)
-        errors = validate_universal(body, self._check_frame)
-        if errors:
-            raise ApiError(400, "Body validation error!", errors)
+        body = await read_create(request, lambda body: validate_universal(body, self._check_frame))
         settings = self.ctx.settings
         model = body["model"]
         raw_id = str(uuid.uuid4())
-        gen = self.ctx.store.create(
-            f"{raw_id}:{model}" if settings.universal_id_suffix else raw_id,
-            body,
-            model,
-            self.name,
-            queued=settings.queued_seconds,
-            dreaming=settings.dreaming_seconds,
-        )
+        gen = self.ctx.create(f"{raw_id}:{model}" if settings.universal_id_suffix else raw_id, body, model, self.name)
         with self.ctx.store.lock:
             state = gen.state_at(time.time())
         status = self.status_words().get(state, state)

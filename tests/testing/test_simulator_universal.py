@@ -286,6 +286,7 @@ def test_universal_uses_scripts_and_directives(sim: LumaSimulator) -> None:
 
 
 def test_families_do_not_see_each_other(sim: LumaSimulator) -> None:
+    sim.script("a cat", queued_seconds=60)  # still queued at the end, however slow the machine
     old = create(sim)["id"]
     new = vcreated(sim)
     sim.universal_id_suffix = False
