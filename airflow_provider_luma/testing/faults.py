@@ -124,6 +124,8 @@ class FaultQueue:
 
     def take(self, endpoint: str, *, random_ok: bool) -> Fault | None:
         """The fault the next request to ``endpoint`` gets, if any (scripted first, then random)."""
+        if not self._queue and (not random_ok or self._rate() <= 0):
+            return None  # the usual case, without the lock
         with self._lock:
             for fault in self._queue:
                 if fault.endpoint not in (endpoint, "any"):
@@ -134,9 +136,10 @@ class FaultQueue:
                 if fault.remaining <= 0:
                     self._queue.remove(fault)
                 return fault
-            rate = self._rate()
+            if not random_ok or self._rate() <= 0:
+                return None
             kinds = [k for k in self._kinds() if k not in VIDEO_ONLY_FAULTS]
-            if random_ok and rate > 0 and kinds and self._rng.random() < rate:
+            if kinds and self._rng.random() < self._rate():
                 return Fault(self._rng.choice(kinds), endpoint, 1, delay=1.0)
         return None
 

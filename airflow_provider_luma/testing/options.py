@@ -231,25 +231,25 @@ class Settings:
         if unknown:
             raise TypeError(f"unexpected simulator option(s) {unknown}; known: {sorted(BY_NAME)}")
         self._lock = threading.Lock()
-        self._values: dict[str, Any] = {o.name: o.check(o.default) for o in OPTIONS}
+        # The values are plain attributes: every request reads several, so no lookup hook is in the way.
+        self.__dict__.update({o.name: o.check(o.default) for o in OPTIONS})
         self.update(given)
 
     def __getattr__(self, name: str) -> Any:
-        values = self.__dict__.get("_values")
-        if values is None or name not in values:
-            raise AttributeError(name)
-        return values[name]
+        # Reached only for a name that is not an option (the options are plain attributes); typed readers
+        # see every option as Any.
+        raise AttributeError(f"no simulator option {name!r}")
 
     def update(self, changes: Mapping[str, Any], *, live_only: bool = False) -> None:
         """Check every change, then apply them all (or none, if one is refused)."""
         checked = {name: check(name, value, live_only=live_only) for name, value in changes.items()}
         with self._lock:
-            self._values.update(checked)
+            self.__dict__.update(checked)
 
     def snapshot(self, *, live_only: bool = True) -> dict[str, Any]:
         """The values as JSON (``live_only``: only those ``/_sim/config`` can change; never the key)."""
         chosen = [o for o in OPTIONS if (o.live or not live_only) and o.name != "api_key"]
-        return {o.name: _plain(self._values[o.name]) for o in chosen}
+        return {o.name: _plain(getattr(self, o.name)) for o in chosen}
 
 
 def _shown(value: Any) -> str:

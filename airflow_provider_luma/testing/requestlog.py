@@ -54,8 +54,12 @@ def _query(request: web.Request) -> tuple[dict[str, Any], int]:
     query: dict[str, Any] = {}
     names = list(dict.fromkeys(request.query))
     for key in names[:QUERY_LIMIT]:
-        values = [bounded(v) for v in request.query.getall(key)[:QUERY_LIMIT]]
-        query[bounded(key)] = values[0] if len(values) == 1 else values
+        values = request.query.getall(key)
+        if len(values) == 1:
+            value = values[0]
+            query[bounded(key)] = value if len(value) <= TEXT_LIMIT else bounded(value)
+        else:
+            query[bounded(key)] = [bounded(v) for v in values[:QUERY_LIMIT]]
     return query, max(len(names) - QUERY_LIMIT, 0)
 
 

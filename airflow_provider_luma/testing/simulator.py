@@ -291,7 +291,8 @@ class _Host:
         return found[0] if found else None
 
     def route_gone(self, request: web.Request) -> bool:
-        return any(family.gone(request.path) for family in self.sim.families)
+        path = request.path
+        return any(family.gone(path) for family in self.sim.families)
 
     def check_auth(self, request: web.Request) -> None:
         header = request.headers.get("Authorization")

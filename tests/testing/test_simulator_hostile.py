@@ -38,8 +38,8 @@ def nested(depth: int) -> str:
 
 @pytest.fixture
 def fresh() -> Iterator[LumaSimulator]:
-    """A simulator of its own for each case: long polls held 0.5 s, generations queued 0.1 s, dreaming 0.1 s."""
-    with LumaSimulator(hold_seconds=0.5, queued_seconds=0.1, dreaming_seconds=0.1) as s:
+    """A simulator of its own for each case; generations stay queued (a slow machine sees the same states)."""
+    with LumaSimulator(hold_seconds=0.5, queued_seconds=60, dreaming_seconds=60) as s:
         yield s
 
 
