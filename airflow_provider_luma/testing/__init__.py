@@ -1,4 +1,4 @@
-"""Testing helpers for the Luma provider: a local simulator of the Luma video API.
+"""Testing helpers for the Luma provider: a local simulator of the Luma video API (the AI/ML API's and Luma's own).
 
 See :mod:`airflow_provider_luma.testing.simulator` for what it serves and how its parts fit,
 :mod:`airflow_provider_luma.testing.options` for its options, :mod:`airflow_provider_luma.testing.client`
@@ -10,6 +10,8 @@ from airflow_provider_luma.testing.client import SimulatorClient
 from airflow_provider_luma.testing.simulator import (
     API_PREFIX,
     DEFAULT_API_KEY,
+    DREAM_MACHINE_MODELS,
+    DREAM_MACHINE_PREFIX,
     ENDPOINTS,
     FAULT_KINDS,
     HOLD_PARAMS,
@@ -28,6 +30,8 @@ __all__ = [
     "ASPECT_RATIOS",
     "CLIP_PATHS",
     "DEFAULT_API_KEY",
+    "DREAM_MACHINE_MODELS",
+    "DREAM_MACHINE_PREFIX",
     "ENDPOINTS",
     "FAULT_KINDS",
     "HOLD_PARAMS",

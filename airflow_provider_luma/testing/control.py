@@ -117,8 +117,9 @@ class SimulatorControls:
 
         :param kind: One of :data:`~.faults.FAULT_KINDS`.
         :param endpoint: One of :data:`~.simulator.ENDPOINTS`: ``create``, ``get``, ``list``,
-            ``video_create``, ``video_get``, ``video`` or ``any``. ``short_body`` and ``tiny_video`` only
-            hit ``video`` (so only ``video`` or ``any`` are accepted).
+            ``video_create``, ``video_get``, ``dm_create``, ``dm_get``, ``dm_list``, ``dm_delete``, ``video`` or
+            ``any``. ``short_body`` and ``tiny_video`` only hit ``video`` (so only ``video`` or ``any`` are
+            accepted).
         :param times: How many matching requests it hits; faults are consumed FIFO.
         :param retry_after: ``Retry-After`` header value for ``429`` (none if unset).
         :param delay: Seconds a ``slow`` fault sleeps (default 5).

@@ -31,6 +31,7 @@ FAULT_KINDS: tuple[str, ...] = (
     "malformed",
     "missing_fields",
     "401",
+    "402",
     "403",
     "html",
     "charset_base64",

@@ -171,6 +171,13 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("seed", 0, Maybe(Number(integer=True)), "seed of the random faults, for reproducible runs", False, "--seed"),
     Option(
+        "echo_key_in_errors",
+        False,
+        Flag(),
+        "error answers quote the key the request sent, as some servers do (for redaction tests)",
+        flag="--echo-key-in-errors",
+    ),
+    Option(
         "status_code_as_string",
         False,
         Flag(),

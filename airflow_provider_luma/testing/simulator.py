@@ -7,7 +7,8 @@ any Airflow version. Its parts, each a module of this package:
 * :mod:`.options`: every option, declared once (constructor keywords, ``/_sim/config``, CLI flags, docs);
 * :mod:`.store`: the generations, their timelines and scripts, the state file, long-poll holds;
 * the endpoint families, registered in :data:`FAMILIES`: :mod:`.luma_ai` (the seed's endpoints with the
-  long poll) and :mod:`.universal` (``/v2/video/generations``); :mod:`.family` says what a family is;
+  long poll), :mod:`.universal` (``/v2/video/generations``) and :mod:`.dream_machine` (Luma's own API under
+  ``/dream-machine/v1``, with ``DELETE``); :mod:`.family` says what a family is;
 * :mod:`.video`: the clip of each aspect ratio, served from the video origin;
 * :mod:`.middleware` (request log, gone routes, faults, errors, auth), with :mod:`.requestlog` and
   :mod:`.faults`;
@@ -16,9 +17,10 @@ any Airflow version. Its parts, each a module of this package:
 
 API origin: ``Authorization: Bearer <key>`` required (401 wrong or missing, 403 an exhausted key). The
 families share one generation store and the same timelines, but a generation made by one family is not
-found (404) by another's fetch. Errors use the service's envelope ``{"message", "path", "requestId",
+found (404) by another's fetch. Errors use the AI/ML API's envelope ``{"message", "path", "requestId",
 "statusCode", "timestamp"}`` (plus ``errors`` for validation), except routes the server does not have:
-NestJS's ``{"message": "Cannot GET /path", "error": "Not Found", "statusCode": 404}``. Request bodies are
+NestJS's ``{"message": "Cannot GET /path", "error": "Not Found", "statusCode": 404}``; Luma's own API (the
+``dream-machine`` family) answers ``{"detail": "..."}``. Request bodies are
 strict JSON nested at most 32 deep (else 400), and at most 1 MiB (else 413).
 
 Video origin: ``GET /videos/<uuid>.mp4`` serves the clip of the generation's aspect ratio once it is
@@ -41,6 +43,7 @@ from typing import Any
 from aiohttp import web
 
 from airflow_provider_luma.testing.control import SimulatorControls, control_routes
+from airflow_provider_luma.testing.dream_machine import DREAM_MACHINE_MODELS, DREAM_MACHINE_PREFIX, DreamMachineFamily
 from airflow_provider_luma.testing.family import Family, FamilyContext, Route
 from airflow_provider_luma.testing.faults import FAULT_KINDS, FaultQueue
 from airflow_provider_luma.testing.luma_ai import API_PREFIX, LumaAiFamily
@@ -63,6 +66,8 @@ from airflow_provider_luma.testing.wire import ApiError, envelope, nest_not_foun
 __all__ = [
     "API_PREFIX",
     "DEFAULT_API_KEY",
+    "DREAM_MACHINE_MODELS",
+    "DREAM_MACHINE_PREFIX",
     "ENDPOINTS",
     "FAMILIES",
     "FAULT_KINDS",
@@ -79,7 +84,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: The endpoint families served, in the order their endpoints are listed. One more family: one more line.
-FAMILIES: tuple[type[Family], ...] = (LumaAiFamily, UniversalFamily)
+FAMILIES: tuple[type[Family], ...] = (LumaAiFamily, UniversalFamily, DreamMachineFamily)
 
 _FAMILY_ENDPOINTS = tuple(endpoint for family in FAMILIES for endpoint in family.endpoints)
 #: Endpoints a fault can target (``any``: every one of them).
@@ -309,6 +314,8 @@ class _Host:
             raise ApiError(401, "Unauthorized: invalid API key")
 
     def error_response(self, request: web.Request, exc: ApiError) -> web.Response:
+        if self.sim.settings.echo_key_in_errors:
+            exc = _quoting_key(request, exc)
         found = self.sim._routes.get(request.match_info.route)
         family = found[1] if found else None
         if family is not None:
@@ -320,6 +327,15 @@ class _Host:
     def video_bytes(self, request: web.Request) -> bytes | None:
         name = request.match_info.get("name", "")
         return video_of(self.sim.store, name, completed_only=False) or clip_bytes()
+
+
+def _quoting_key(request: web.Request, exc: ApiError) -> ApiError:
+    """``exc`` with the key the request sent quoted in its message (``echo_key_in_errors``)."""
+    _, _, token = request.headers.get("Authorization", "").partition(" ")
+    if not token.strip():
+        return exc
+    quoted = f"{exc.message} (key sent: {token.strip()[:200]})"
+    return ApiError(exc.status, quoted, exc.errors, exc.headers)
 
 
 def _signature() -> inspect.Signature:

@@ -165,6 +165,15 @@ class Store:
             self.save()
         self.wake()
 
+    def delete(self, generation_id: str) -> Generation | None:
+        """Remove a generation (a family's ``DELETE``); the removed one, or None if there was none."""
+        with self.lock:
+            gen = self._generations.pop(generation_id, None)
+            if gen is not None:
+                self.save()
+        self.wake()
+        return gen
+
     def clear(self) -> None:
         """Forget every generation and script rule."""
         with self.lock:

@@ -33,6 +33,7 @@ MAX_BODY_DEPTH = 32
 STATUS_MESSAGES = {
     400: "Bad Request",
     401: "Unauthorized",
+    402: "Payment Required: insufficient credits",
     403: "Forbidden: insufficient credits on this API key",
     404: "Not Found",
     405: "Method Not Allowed",

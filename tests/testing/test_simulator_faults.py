@@ -48,7 +48,8 @@ def video_url(s: LumaSimulator, gen_id: str) -> str:
 
 def test_exported_names() -> None:
     assert {"html", "charset_base64", "empty", "short_body", "tiny_video", "huge"} <= set(FAULT_KINDS)
-    assert {"create", "get", "list", "video_create", "video_get", "video", "any"} == set(ENDPOINTS)
+    families = {"create", "get", "list", "video_create", "video_get", "dm_create", "dm_get", "dm_list", "dm_delete"}
+    assert families | {"video", "any"} == set(ENDPOINTS)
     assert "other" in LOG_ENDPOINTS
 
 

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from airflow_provider_luma.testing import LumaSimulator
-from tests.support.simulator_calls import GEN, GENS, UNI, auth
+from tests.support.simulator_calls import DM_GENERATIONS, DM_VIDEO, GEN, GENS, UNI, auth
 
 JSON_TYPE = {"Content-Type": "application/json"}
 
@@ -67,9 +67,20 @@ def ordinary_round(s: LumaSimulator) -> list[Any]:
     seen.append(("video_create", r.status_code, sorted(universal)))
     r = requests.get(s.base_url + UNI, params={"generation_id": universal["id"]}, headers=headers, timeout=5)
     seen.append(("video_get", r.status_code, sorted(strict_json(r))))
+    r = requests.post(
+        s.base_url + DM_VIDEO, json={"model": "ray-2", "prompt": "a calm lake"}, headers=headers, timeout=5
+    )
+    luma = strict_json(r)
+    seen.append(("dm_create", r.status_code, sorted(luma), luma["state"]))
+    r = requests.get(f"{s.base_url}{DM_GENERATIONS}/{luma['id']}", headers=headers, timeout=5)
+    seen.append(("dm_get", r.status_code, strict_json(r)["state"]))
+    r = requests.get(s.base_url + DM_GENERATIONS, params={"limit": 1}, headers=headers, timeout=5)
+    seen.append(("dm_list", r.status_code, [g["id"] == luma["id"] for g in strict_json(r)["generations"]]))
+    r = requests.delete(f"{s.base_url}{DM_GENERATIONS}/{luma['id']}", headers=headers, timeout=5)
+    seen.append(("dm_delete", r.status_code, r.content))
     r = requests.get(s.base_url + "/_sim/requests", timeout=5)
     logged = strict_json(r)
-    seen.append(("log", r.status_code, [e["endpoint"] for e in logged[-5:]]))
+    seen.append(("log", r.status_code, [e["endpoint"] for e in logged[-9:]]))
     r = requests.get(s.base_url + "/_sim/generations", timeout=5)
     seen.append(("generations", r.status_code, {g["id"] for g in strict_json(r)} >= {created["id"], universal["id"]}))
     seen.append(("python", len(s.requests()) == len(logged) + 0, s.count("create") >= 1, len(s.generations()) >= 2))
@@ -166,6 +177,17 @@ HOSTILE: list[tuple[str, str, str, bytes | str | None, dict[str, str]]] = [
     ("bad escape", "GET", UNI + "?generation_id=%ff%fe%00", None, {}),
     ("failed target", "GET", GEN + "?generation_id=x&state=failed", None, {}),
     ("unknown route", "DELETE", "/v2/generate/video/luma-ai/generation/x", None, {}),
+    (
+        "luma: very deep json",
+        "POST",
+        DM_VIDEO,
+        '{"model": "ray-2", "prompt": "x", "keyframes": ' + nested(5000) + "}",
+        JSON_TYPE,
+    ),
+    ("luma: NaN", "POST", DM_VIDEO, '{"model": "ray-2", "prompt": "x", "loop": NaN}', JSON_TYPE),
+    ("luma: long id", "GET", DM_GENERATIONS + "/" + "a" * 6000, None, {}),
+    ("luma: huge limit", "GET", DM_GENERATIONS + "?limit=1" + "0" * 5000, None, {}),
+    ("luma: bad escape", "DELETE", DM_GENERATIONS + "/%ff%fe%00", None, {}),
     # The control API: wrong types are refused, nothing is half-applied.
     ("script: number", "POST", "/_sim/script", '{"prompt_contains": 5}', JSON_TYPE),
     ("script: text seconds", "POST", "/_sim/script", '{"prompt_contains": "calm", "queued_seconds": "1"}', JSON_TYPE),
@@ -207,7 +229,7 @@ JSON_VALUES = st.recursive(
 
 @settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    path=st.sampled_from([GEN, UNI]),
+    path=st.sampled_from([GEN, UNI, DM_VIDEO]),
     field=st.sampled_from(["prompt", "keyframes", "aspect_ratio", "loop", "duration", "extra"]),
     value=JSON_VALUES,
 )
@@ -220,7 +242,8 @@ def test_any_json_body_to_a_create_leaves_the_next_round_unchanged(
 ) -> None:
     fresh.reset()  # the same simulator for every example: only creates are sent, so a reset isolates them
     before = ordinary_round(fresh)
-    body = {"prompt": "x", **({"model": "luma/ray-9"} if path == UNI else {}), field: value}
+    model = {UNI: {"model": "luma/ray-9"}, DM_VIDEO: {"model": "ray-2"}}.get(path, {})
+    body = {"prompt": "x", **model, field: value}
     raw = json.dumps(body, allow_nan=True)  # NaN and Infinity on the wire, as a careless client sends them
     r = requests.post(fresh.base_url + path, data=raw, headers={**auth(fresh), **JSON_TYPE}, timeout=10)
     assert r.status_code < 500, r.text[:300]
