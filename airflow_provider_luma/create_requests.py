@@ -340,3 +340,69 @@ def to_universal(request: CreateRequest) -> CreateRequest:
     if duration is not None:
         parameters["duration"] = duration
     return build_create_request(prompt, model=UNIVERSAL_EQUIVALENTS[model], **parameters)
+
+
+# -- Luma's own Dream Machine API ------------------------------------------------------------------
+#
+# A connection to Luma's API (https://api.lumalabs.ai/dream-machine/v1) takes the same DAGs as one to the
+# AI/ML API: a request is first checked as above (against the family its model names there), then
+# written the way Luma's API asks for it. Luma's create takes exactly what the luma-ai endpoints take
+# (they wrapped it: prompt, model, aspect_ratio, resolution, duration "5s"/"9s", loop, keyframes,
+# callback_url; the lumaai SDK's VideoCreateParams), so a luma-ai request is sent as it is, and a
+# universal one is mapped back the way to_universal maps forward.
+
+#: Luma's video models on its Dream Machine API (the ``lumaai`` SDK's ``model`` literal).
+DREAM_MACHINE_MODELS = LUMA_AI_MODELS
+#: What Luma's create takes besides ``prompt`` and ``model``: the body the ``luma-ai`` endpoints take.
+DREAM_MACHINE_FIELDS: Mapping[str, Field] = LUMA_AI_SPEC.fields
+#: The AI/ML API's universal name of each model → its name on Luma's API.
+DREAM_MACHINE_EQUIVALENTS = {"luma/ray-2": "ray-2", "luma/ray-flash-2": "ray-flash-2", "luma/ray-1-6": "ray-1-6"}
+#: The model Luma's create is sent when none was asked for (the ``luma-ai`` endpoints' default; Luma's
+#: current create requires one).
+DREAM_MACHINE_DEFAULT_MODEL = "ray-2"
+#: Models the AI/ML API has and Luma's Dream Machine API does not, with what to use instead.
+NOT_ON_DREAM_MACHINE = {
+    "luma/ray-3.2": (
+        "Luma serves Ray 3.2 on its Agents API (agents.lumalabs.ai), not on the Dream Machine API this "
+        "connection reaches, and this provider does not support the Agents API yet: use ray-2 or ray-flash-2 "
+        "here, or an AI/ML API connection for luma/ray-3.2"
+    ),
+}
+_warned_unknown_dream_machine_models: set[str] = set()
+
+
+def dream_machine_body(request: CreateRequest) -> dict[str, Any]:
+    """
+    The body of Luma's ``POST /generations/video`` for a checked request (:func:`build_create_request`).
+
+    ``luma/ray-flash-2`` becomes ``ray-flash-2``, ``5`` becomes ``"5s"`` and no model becomes ``ray-2``;
+    a ``luma/`` model this release does not know goes with its prefix removed, with one warning (Luma
+    checks it, before anything is paid for).
+
+    :raises LumaInputError: For what Luma's API cannot do: ``luma/ray-3.2`` and its parameters.
+    """
+    body = dict(request.body)
+    model = body.pop("model", None)
+    prompt = body.pop("prompt")
+    if request.api is ApiFamily.LUMA_AI:
+        return {"prompt": prompt, "model": model or DREAM_MACHINE_DEFAULT_MODEL, **body}
+    if model in NOT_ON_DREAM_MACHINE:
+        raise LumaInputError(
+            f"model={model!r} is not available on Luma's Dream Machine API: {NOT_ON_DREAM_MACHINE[model]}."
+        )
+    if model not in DREAM_MACHINE_EQUIVALENTS:
+        # A luma/ model newer than this release: build_create_request sent its parameters unchecked.
+        name = str(model).removeprefix("luma/")
+        if model not in _warned_unknown_dream_machine_models:
+            _warned_unknown_dream_machine_models.add(str(model))
+            log.warning(
+                "Model %r is not one this provider knows: sending it to Luma's API as %r, with its parameters "
+                "unchecked.",
+                model,
+                name,
+            )
+        return {"prompt": prompt, "model": name, **body}
+    # The universal request's fields are a subset of Luma's: check them again as Luma's, which also
+    # writes the duration as "5s".
+    checked = build_create_request(prompt, model=DREAM_MACHINE_EQUIVALENTS[model], **body)
+    return dict(checked.body)
