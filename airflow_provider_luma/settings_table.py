@@ -107,7 +107,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_calls_per_second", "number", None, "Call budget (calls per second)",
             "The most API calls per second one process (a triggerer, a worker's task) sends with this key; "
             "on a 429 every call on the key pauses.",
-            common=True, minimum=0.1, default_text="unset: no budget"),
+            common=True, minimum=0.1, default_text="none (no budget)"),
     Setting("max_call_burst", "whole", None, "Call burst",
             "Calls beyond that rate that may go at once; no second holds more than rate + burst calls. "
             "Needs a call budget.",
