@@ -91,6 +91,9 @@ EXTRAS: tuple[Extra, ...] = (
     Extra("max_call_burst", "Call burst", "integer", None,
           "Calls beyond that rate that may go at once; no second holds more than rate + burst "
           "calls. Unset: 0.", minimum=0),
+    Extra("budget_redis_conn_id", "Shared call budget: Redis connection id", "string", None,
+          "A redis connection (e.g. Celery's broker): every process using this key shares one call "
+          "budget there. Unset: each process keeps its own."),
 )  # fmt: skip
 
 HIDDEN_FIELDS = ("schema", "port", "login")

@@ -70,6 +70,9 @@ class LumaSettings:
     :param max_calls_per_second: The process's call budget for this URL and key, in calls per second
         (see :mod:`~airflow_provider_luma.hooks.budget`); ``None``: no budget.
     :param max_call_burst: Calls beyond that rate that may go at once (with a rate only; default 0).
+    :param budget_redis_conn_id: A ``redis`` connection holding the call budget, shared by every
+        process using this key (see :mod:`~airflow_provider_luma.hooks.shared_budget`); ``None``: each
+        process keeps its own.
     """
 
     conn_id: str
@@ -92,6 +95,7 @@ class LumaSettings:
     video_hosts: tuple[str, ...] = ()
     max_calls_per_second: float | None = None
     max_call_burst: int | None = None
+    budget_redis_conn_id: str | None = None
 
     def __repr__(self) -> str:  # never show the key, even in a debugger or a traceback
         return f"LumaSettings(conn_id={self.conn_id!r}, base_url={self.base_url!r}, api_key='***')"
@@ -147,12 +151,13 @@ class LumaSettings:
             video_hosts=_video_hosts(extras, conn_id),
             max_calls_per_second=_number(extras, conn_id, "max_calls_per_second", minimum=MIN_CALLS_PER_SECOND),
             max_call_burst=_optional_whole(extras, conn_id, "max_call_burst", minimum=0),
+            budget_redis_conn_id=_text(extras, conn_id, "budget_redis_conn_id"),
         )
-        if settings.max_call_burst is not None and settings.max_calls_per_second is None:
-            log.warning(
-                "Extra 'max_call_burst' of connection %r is set without 'max_calls_per_second': no budget applies.",
-                conn_id,
-            )
+        for name in ("max_call_burst", "budget_redis_conn_id"):
+            if getattr(settings, name) is not None and settings.max_calls_per_second is None:
+                log.warning(
+                    "Extra %r of connection %r is set without 'max_calls_per_second': no budget applies.", name, conn_id
+                )
         if settings.timeout <= settings.long_poll_hold and not is_loopback(parts.hostname):
             log.warning(
                 "Extra 'timeout' of connection %r is %s s, not above the API's %s s hold: long polls will time out "
@@ -261,6 +266,17 @@ def _video_hosts(extras: Mapping[str, Any], conn_id: str) -> tuple[str, ...]:
             'e.g. ["cdn.example.com", "*.cdn.example.com"].'
         )
     return names
+
+
+def _text(extras: Mapping[str, Any], conn_id: str, name: str) -> str | None:
+    value = extras.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise LumaConfigurationError(
+            f"Extra {name!r} of connection {conn_id!r} is {value!r}: expected the id of a connection."
+        )
+    return value.strip()
 
 
 def _flag(extras: Mapping[str, Any], conn_id: str, name: str) -> bool:

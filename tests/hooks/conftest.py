@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from airflow_provider_luma.hooks.settings import SETTINGS_CACHE
+from tests.support.redis_server import RedisServer, redis_server_binary
 
 
 @pytest.fixture
@@ -15,3 +16,13 @@ def empty_settings_cache() -> Iterator[None]:
     SETTINGS_CACHE.clear()
     yield
     SETTINGS_CACHE.clear()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A redis-server of the test's own on 127.0.0.1 (skipped where redis-server is not installed, failed in CI)."""
+    server = RedisServer(redis_server_binary()).start()
+    try:
+        yield server
+    finally:
+        server.stop()
