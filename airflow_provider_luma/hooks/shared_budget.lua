@@ -91,7 +91,7 @@ end
 -- Reserved times follow ticket order, so only the head of the queue can be overdue.
 local function drop_stale()
   local cutoff = now - stale
-  for _, id in ipairs(redis.call('ZRANGE', Q, 0, 63)) do
+  for _, id in ipairs(redis.call('ZRANGE', Q, 0, 15)) do
     if field(R, id, now) >= cutoff then
       break
     end
@@ -102,34 +102,44 @@ local function drop_stale()
 end
 
 -- CallSchedule._room_at: when the window has room for `ahead` calls and one more. An answered call
--- counts until its answer (or `arrival` after its start); one still unanswered until `arrival` after it.
+-- counts until its answer (or `arrival` after its start); one still unanswered until `arrival` after
+-- it. Counts come from ZCARD and only the earliest values are read: the cost does not grow with the
+-- window's content.
+local function scores(key, count, plus)
+  local values = {}
+  local entries = redis.call('ZRANGE', key, 0, count - 1, 'WITHSCORES')
+  for i = 2, #entries, 2 do
+    values[#values + 1] = tonumber(entries[i]) + plus
+  end
+  return values
+end
+
 local function room_at(ahead)
   local horizon = now - window
   redis.call('ZREMRANGEBYSCORE', A, '-inf', fmt(horizon))
-  local counted = {}
-  local answered = redis.call('ZRANGE', A, 0, -1, 'WITHSCORES')
-  for i = 2, #answered, 2 do
-    counted[#counted + 1] = tonumber(answered[i])
-  end
-  local flying = redis.call('ZRANGE', F, 0, -1, 'WITHSCORES')
-  for i = 2, #flying, 2 do
-    local until_ = tonumber(flying[i]) + arrival
-    if until_ <= horizon then
-      -- Unanswered since before the window began: it counts no more (finish() is told its start).
-      redis.call('ZREM', F, flying[i - 1])
-    else
-      counted[#counted + 1] = until_
+  -- Unanswered since before the window began: they count no more (finish() is told their start).
+  -- Candidates by score, each checked with CallSchedule's own sum.
+  local old = redis.call('ZRANGEBYSCORE', F, '-inf', fmt(horizon - arrival + 1e-6), 'WITHSCORES')
+  for i = 2, #old, 2 do
+    if tonumber(old[i]) + arrival <= horizon then
+      redis.call('ZREM', F, old[i - 1])
     end
   end
-  local leaving = #counted + ahead - limit
+  local total = redis.call('ZCARD', A) + redis.call('ZCARD', F)
+  local leaving = total + ahead - limit -- calls that must leave the window first, less one
   if leaving < 0 then
     return now
   end
-  if #counted == 0 then
+  if total == 0 then
     return now + window
   end
+  local rank = math.min(leaving, total - 1) + 1
+  local counted = scores(A, rank, 0)
+  for _, value in ipairs(scores(F, rank, arrival)) do
+    counted[#counted + 1] = value
+  end
   table.sort(counted)
-  return counted[math.min(leaving, #counted - 1) + 1] + window
+  return counted[rank] + window
 end
 
 -- CallSchedule.start: start now if the reserved time has come and the window has room for this call

@@ -119,6 +119,7 @@ class SharedCallBudget(CallBudget):
         self._state = threading.Lock()
         self._down_until = -math.inf  # while Redis failed us: the in-process budget until then
         self._warned = False
+        self.outages = 0  # how often Redis failed us
 
     def __repr__(self) -> str:
         return (
@@ -170,13 +171,15 @@ class SharedCallBudget(CallBudget):
         return Slot(ticket, started)
 
     def _ask(self, script: Any, ticket: int | None) -> Reply:
+        outages = self.outages
         reply = script(keys=self.keys, args=self._args(ticket))
-        self._back()
+        self._back(outages)
         return _reply(reply)
 
     async def _aask(self, script: Any, ticket: int | None) -> Reply:
+        outages = self.outages
         reply = await script(keys=self.keys, args=self._args(ticket))
-        self._back()
+        self._back(outages)
         return _reply(reply)
 
     def _args(self, ticket: int | None) -> list[Any]:
@@ -336,7 +339,7 @@ class SharedCallBudget(CallBudget):
 
             conn = await get_async_connection(self.redis_conn_id)  # never blocks the event loop
             self._options = redis_options(conn, await get_async_extra_dejson(conn))
-        script = _async_client(self._options).register_script(SCRIPT)
+        script = _GatedScript(_async_client(self._options).register_script(SCRIPT), self)
         self._ascripts[asyncio.get_running_loop()] = script
         return script
 
@@ -344,6 +347,7 @@ class SharedCallBudget(CallBudget):
         """Redis failed us: the in-process budget for :data:`REDIS_RETRY` s; said once per outage."""
         with self._state:
             self._down_until = self.clock() + REDIS_RETRY
+            self.outages += 1
             self._script, self._options = None, None  # read the connection again: it may have been fixed
             self._ascripts.clear()
             first, self._warned = not self._warned, True
@@ -360,12 +364,38 @@ class SharedCallBudget(CallBudget):
                 REDIS_RETRY,
             )
 
-    def _back(self) -> None:
-        if self._down_until == -math.inf:
+    def _back(self, outages: int) -> None:
+        """A call that began after Redis last failed got its answer: Redis is back."""
+        if self._down_until == -math.inf or outages != self.outages:  # a call from before the failure
             return
         with self._state:
             self._down_until, self._warned = -math.inf, False
         log.info("The shared call budget's Redis (connection %r) answers again.", self.redis_conn_id)
+
+
+class _GatedScript:
+    """
+    The loop's script behind a first-come-first-served gate of :data:`REDIS_CONNECTIONS` calls.
+
+    redis-py's blocking pool lets a newcomer take a freed connection before those already waiting,
+    so with thousands of waits on one loop a waiter could starve past the pool's time-out (and take
+    Redis for unreachable); with the gate the pool always has a connection free. A caller that
+    waited at the gate while Redis failed gives up at once instead of trying a dead Redis in turn.
+    """
+
+    def __init__(self, script: Any, budget: SharedCallBudget) -> None:
+        self.script = script
+        self.budget = budget
+        self.gate = asyncio.Semaphore(REDIS_CONNECTIONS)
+
+    async def __call__(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        outages = self.budget.outages
+        async with self.gate:
+            if self.budget.outages != outages:
+                import redis
+
+                raise redis.ConnectionError("Redis failed while this call waited for a connection")
+            return await self.script(keys=keys, args=args)
 
 
 # -- the waiting, for either budget ----------------------------------------------------------------
