@@ -32,15 +32,18 @@ from importlib import resources
 from typing import Any
 
 from airflow_provider_luma.hooks.budget import ARRIVAL, FIRST_PAUSE, MAX_PAUSE, WINDOW, BudgetTimeout, CallBudget, Slot
+from airflow_provider_luma.hooks.redis_clients import (
+    GatedScript,
+    async_client,
+    redis_errors,
+    redis_options,
+    sync_client,
+)
 
 log = logging.getLogger(__name__)
 
 #: Seconds a process keeps its own budget after Redis failed it, before trying Redis again.
 REDIS_RETRY = 30.0
-#: Seconds to connect to Redis, and to wait for one answer, before it counts as unreachable.
-REDIS_TIMEOUT = 2.0
-#: Connections to Redis per process and event loop (the script runs in well under a millisecond).
-REDIS_CONNECTIONS = 8
 #: A queued ticket whose reserved time passed this long ago, and whose waiter has not asked since, is
 #: taken to belong to a killed process and leaves the queue (else it would hold everyone behind it).
 STALE = 10.0
@@ -48,8 +51,6 @@ STALE = 10.0
 TTL = 86400
 #: The keys of one budget, each named ``luma:budget:{<key fingerprint>}:<name>`` (never the key itself).
 KEY_NAMES = ("state", "queue", "reserved", "seen", "flight", "answered", "starts", "plans")
-#: Extras of a ``redis`` connection that RedisHook passes to the client (``db`` apart).
-SSL_EXTRAS = ("ssl", "ssl_cert_reqs", "ssl_ca_certs", "ssl_keyfile", "ssl_certfile", "ssl_check_hostname")
 SCRIPT = resources.files(__package__).joinpath("shared_budget.lua").read_text()
 
 Reply = tuple[int, float | None, float]  # ticket, seconds to wait (None: started), start on Redis's clock
@@ -59,25 +60,6 @@ class SharedSlot(Slot):
     """A call let through by the shared budget in Redis (``started`` is on Redis's clock)."""
 
     __slots__ = ()
-
-
-def redis_options(conn: Any, extras: dict[str, Any]) -> dict[str, Any]:
-    """
-    The redis-py client options of an Airflow ``redis`` connection, read as RedisHook reads them:
-    host, port, login, password (``none``/``false``/empty: none), the extra ``db`` and the SSL extras.
-    """
-    password = conn.password if str(conn.password).lower() not in ("none", "false", "") else None
-    options = {
-        "host": conn.host or "localhost",
-        "port": int(conn.port or 6379),
-        "username": conn.login or None,
-        "password": password,
-        "db": int(extras.get("db") or 0),
-    }
-    if str(extras.get("ssl", "")).lower() in ("true", "1", "yes"):
-        options.update({name: value for name, value in extras.items() if name in SSL_EXTRAS and name != "ssl"})
-        options["ssl"] = True
-    return options
 
 
 class SharedCallBudget(CallBudget):
@@ -110,6 +92,7 @@ class SharedCallBudget(CallBudget):
         self._limits = [*(repr(value) for value in limits), ""]  # "": Redis's clock
         self._options: dict[str, Any] | None = None
         self._script: Any = None  # the sync client's Script
+        self._script_outages = 0  # the outages before it was built
         self._ascripts: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
         self._asetup: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[Any]] = (
             weakref.WeakKeyDictionary()
@@ -139,7 +122,7 @@ class SharedCallBudget(CallBudget):
         if script is not None:
             try:
                 ticket, started = _wait(lambda ticket: self._ask(script, ticket), self._leaver(script), deadline)
-            except _redis_errors() as error:
+            except redis_errors() as error:
                 self._lost(error)
             else:
                 self._outstanding.add(ticket)
@@ -155,7 +138,7 @@ class SharedCallBudget(CallBudget):
                 ticket, started = await _await(
                     lambda ticket: self._aask(script, ticket), self._aleaver(script), deadline
                 )
-            except _redis_errors() as error:
+            except redis_errors() as error:
                 self._lost(error)
             else:
                 self._outstanding.add(ticket)
@@ -248,13 +231,13 @@ class SharedCallBudget(CallBudget):
             return
         try:
             self._told(script(keys=self.keys, args=args))
-        except _redis_errors() as error:
+        except redis_errors() as error:
             self._lost(error)
 
     async def _afinish(self, script: Any, args: Sequence[Any]) -> None:
         try:
             self._told(await script(keys=self.keys, args=args))
-        except _redis_errors() as error:
+        except redis_errors() as error:
             self._lost(error)
 
     def _told(self, reply: Sequence[Any]) -> None:
@@ -297,8 +280,14 @@ class SharedCallBudget(CallBudget):
             return None
         try:
             with self._state:
-                if self._script is None:
-                    self._script = _sync_client(self._read_options()).register_script(SCRIPT)
+                if self._script is None or self._script_outages != self.outages:
+                    # First use, or the client predates Redis's last failure: built anew from the
+                    # connection as it is now (it may have been fixed).
+                    old, self._script = self._script, None
+                    self._script = sync_client(self._read_options()).register_script(SCRIPT)
+                    self._script_outages = self.outages
+                    if old is not None:
+                        old.registered_client.close()
                 return self._script
         except Exception as error:  # no redis-py, no such connection, a bad one: like an unreachable Redis
             self._lost(error)
@@ -319,6 +308,8 @@ class SharedCallBudget(CallBudget):
             return script
         if not self._usable():
             return None
+        if script is not None and script.outages == self.outages:
+            return script
         setup = self._asetup.get(loop)
         if setup is None:  # one set-up per loop, however many waits ask at once
             setup = self._asetup[loop] = loop.create_task(self._anew_script())
@@ -339,8 +330,11 @@ class SharedCallBudget(CallBudget):
 
             conn = await get_async_connection(self.redis_conn_id)  # never blocks the event loop
             self._options = redis_options(conn, await get_async_extra_dejson(conn))
-        script = _GatedScript(_async_client(self._options).register_script(SCRIPT), self)
-        self._ascripts[asyncio.get_running_loop()] = script
+        loop = asyncio.get_running_loop()
+        old = self._ascripts.get(loop)
+        script = self._ascripts[loop] = GatedScript(async_client(self._options), SCRIPT, lambda: self.outages)
+        if old is not None:  # it predates Redis's last failure: built anew from the connection as it is now
+            old.close()
         return script
 
     def _lost(self, error: BaseException) -> None:
@@ -348,8 +342,7 @@ class SharedCallBudget(CallBudget):
         with self._state:
             self._down_until = self.clock() + REDIS_RETRY
             self.outages += 1
-            self._script, self._options = None, None  # read the connection again: it may have been fixed
-            self._ascripts.clear()
+            self._options = None  # clients are built anew from the connection as it is then
             first, self._warned = not self._warned, True
         if first:
             if isinstance(error, ImportError):
@@ -371,31 +364,6 @@ class SharedCallBudget(CallBudget):
         with self._state:
             self._down_until, self._warned = -math.inf, False
         log.info("The shared call budget's Redis (connection %r) answers again.", self.redis_conn_id)
-
-
-class _GatedScript:
-    """
-    The loop's script behind a first-come-first-served gate of :data:`REDIS_CONNECTIONS` calls.
-
-    redis-py's blocking pool lets a newcomer take a freed connection before those already waiting,
-    so with thousands of waits on one loop a waiter could starve past the pool's time-out (and take
-    Redis for unreachable); with the gate the pool always has a connection free. A caller that
-    waited at the gate while Redis failed gives up at once instead of trying a dead Redis in turn.
-    """
-
-    def __init__(self, script: Any, budget: SharedCallBudget) -> None:
-        self.script = script
-        self.budget = budget
-        self.gate = asyncio.Semaphore(REDIS_CONNECTIONS)
-
-    async def __call__(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        outages = self.budget.outages
-        async with self.gate:
-            if self.budget.outages != outages:
-                import redis
-
-                raise redis.ConnectionError("Redis failed while this call waited for a connection")
-            return await self.script(keys=keys, args=args)
 
 
 # -- the waiting, for either budget ----------------------------------------------------------------
@@ -452,47 +420,3 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
-
-
-# -- redis-py: imported only when a connection names a Redis ----------------------------------------
-
-
-def _redis_errors() -> tuple[type[BaseException], ...]:
-    import redis
-
-    return (redis.RedisError,)  # not OSError: BudgetTimeout is one
-
-
-def _pool_options(options: dict[str, Any]) -> dict[str, Any]:
-    from redis.backoff import NoBackoff
-
-    return {
-        **options,
-        "max_connections": REDIS_CONNECTIONS,
-        "timeout": REDIS_TIMEOUT,  # waiting for a free connection
-        "socket_timeout": REDIS_TIMEOUT,
-        "socket_connect_timeout": REDIS_TIMEOUT,
-        # One quick retry (a pooled connection a restarted Redis dropped), not redis-py's seconds of back-off.
-        "_backoff": NoBackoff(),
-    }
-
-
-def _sync_client(options: dict[str, Any]) -> Any:
-    import redis
-    from redis.retry import Retry
-
-    pool = _pool_options(options)
-    if pool.pop("ssl", False):
-        pool["connection_class"] = redis.SSLConnection
-    return redis.Redis(connection_pool=redis.BlockingConnectionPool(retry=Retry(pool.pop("_backoff"), 1), **pool))
-
-
-def _async_client(options: dict[str, Any]) -> Any:
-    import redis.asyncio
-    from redis.asyncio.retry import Retry
-
-    pool = _pool_options(options)
-    if pool.pop("ssl", False):
-        pool["connection_class"] = redis.asyncio.SSLConnection
-    retry = Retry(pool.pop("_backoff"), 1)
-    return redis.asyncio.Redis(connection_pool=redis.asyncio.BlockingConnectionPool(retry=retry, **pool))
