@@ -10,7 +10,8 @@ the budget's own work is measured): from one thread, and from 100 tasks on one e
 shared variant talks to a redis-server of its own on 127.0.0.1 (one round trip to take a slot, one
 to hand it back, on the loop in a task of its own). Variants alternate within the run, and the
 figures are the median of ``--runs`` rounds: ratios between them hold, absolute numbers depend on
-the machine.
+the machine. Redis's own time per script call (``INFO commandstats``) says how many calls one
+Redis core serves for every process together.
 """
 
 from __future__ import annotations
@@ -80,10 +81,15 @@ def measure(calls: int, runs: int) -> dict[str, Any]:
             for name, make in variants.items():
                 seconds[name]["thread"].append(sync_pairs(make(), calls))
                 seconds[name]["event loop"].append(async_pairs(make(), calls))
+        import redis
+
+        # What one call of the script costs Redis itself: one Redis core serves every process.
+        script = redis.Redis(host="127.0.0.1", port=server.port).info("commandstats").get("cmdstat_evalsha", {})
     finally:
         forget_budgets()
         server.stop()
     figures: dict[str, Any] = {"calls": calls, "runs": runs, "python": sys.version.split()[0], "variants": {}}
+    figures["redis_us_per_script_call"] = script.get("usec_per_call")
     for name, by_mode in seconds.items():
         figures["variants"][name] = {
             mode: {
@@ -110,6 +116,7 @@ def main() -> None:
     for name, by_mode in figures["variants"].items():
         for mode, figure in by_mode.items():
             print(f"{name:<16} {mode:<11} {figure['us_per_call']:>12} {figure['calls_per_second']:>10}")
+    print(f"Redis's own time per script call (two per API call): {figures['redis_us_per_script_call']} µs")
 
 
 if __name__ == "__main__":
