@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from airflow_provider_luma.hooks.budget import forget_budgets
 from airflow_provider_luma.hooks.settings import SETTINGS_CACHE
 from tests.support.redis_server import RedisServer, redis_server_binary
 
@@ -15,6 +16,16 @@ def empty_settings_cache() -> Iterator[None]:
     """The process's settings cache empty before and after the test (counted lookups start from nothing)."""
     SETTINGS_CACHE.clear()
     yield
+    SETTINGS_CACHE.clear()
+
+
+@pytest.fixture
+def fresh_budgets() -> Iterator[None]:
+    """No call budget and no cached settings before and after the test (each starts from an empty budget)."""
+    forget_budgets()
+    SETTINGS_CACHE.clear()
+    yield
+    forget_budgets()
     SETTINGS_CACHE.clear()
 
 

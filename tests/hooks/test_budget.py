@@ -6,7 +6,6 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -16,7 +15,6 @@ from airflow_provider_luma.hooks.budget import (
     CallBudget,
     CallSchedule,
     call_budget,
-    forget_budgets,
 )
 from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.hooks.settings import SETTINGS_CACHE
@@ -25,14 +23,7 @@ from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
 from tests.support.budget import busiest_second, create_universal
 from tests.support.connection import SENTINEL_KEY, connection_json
 
-
-@pytest.fixture(autouse=True)
-def _fresh_budgets() -> Iterator[None]:
-    forget_budgets()
-    SETTINGS_CACHE.clear()
-    yield
-    forget_budgets()
-    SETTINGS_CACHE.clear()
+pytestmark = pytest.mark.usefixtures("fresh_budgets")
 
 
 # -- the decisions, on a clock of our own ---------------------------------------------------------

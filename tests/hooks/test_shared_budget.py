@@ -11,7 +11,6 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -35,7 +34,7 @@ from airflow_provider_luma.hooks.budget import (
 from airflow_provider_luma.hooks.settings import SETTINGS_CACHE
 from airflow_provider_luma.hooks.shared_budget import KEY_NAMES, SCRIPT, TTL, SharedCallBudget, SharedSlot
 from airflow_provider_luma.testing import LumaSimulator
-from tests.support.budget import BudgetClient, busiest_second, create_universal, start_clients
+from tests.support.budget import busiest_second, create_universal, running_clients, start_clients
 from tests.support.connection import SENTINEL_KEY, connection_json
 from tests.support.logs import find_leaks
 from tests.support.redis_server import RedisServer, free_port
@@ -43,13 +42,7 @@ from tests.support.redis_server import RedisServer, free_port
 REDIS_CONN = "luma_budget"
 
 
-@pytest.fixture(autouse=True)
-def _fresh_budgets() -> Iterator[None]:
-    forget_budgets()
-    SETTINGS_CACHE.clear()
-    yield
-    forget_budgets()
-    SETTINGS_CACHE.clear()
+pytestmark = pytest.mark.usefixtures("fresh_budgets")
 
 
 @pytest.fixture
@@ -397,9 +390,17 @@ def test_a_thousand_waits_on_one_loop_share_redis_without_starving(redis_conn, c
 # -- several processes, one Redis ------------------------------------------------------------------
 
 
+def client_env(sim: LumaSimulator, server: RedisServer, rate: float, burst: int, shared: bool = True) -> dict[str, str]:
+    """The connections of a client process: the Luma one (with or without the Redis extra) and the Redis one."""
+    return {
+        f"AIRFLOW_CONN_{REDIS_CONN.upper()}": server.connection_json(),
+        "AIRFLOW_CONN_LUMA_DEFAULT": shared_connection(sim, rate, burst, shared=shared),
+    }
+
+
 def run_clients(
-    sim: LumaSimulator, env: dict[str, str], generations: list[dict], processes: int, fetches: int = 0
-) -> tuple[list[BudgetClient], list[dict], float]:
+    env: dict[str, str], generations: list[dict], processes: int, fetches: int = 0
+) -> tuple[list[dict], float]:
     """``processes`` clients, each waiting for its share of ``generations`` (its last ``fetches`` fetched
     from a thread instead); their reports, and when they were told to go."""
     share = len(generations) // processes
@@ -407,18 +408,10 @@ def run_clients(
     for index in range(processes):
         mine = generations[index * share : (index + 1) * share]
         plans.append((env, mine[: share - fetches], mine[share - fetches :]))
-    clients = start_clients(plans)
     began = time.time()
-    try:
-        for client in clients:
-            client.go()
+    with running_clients(plans) as clients:
         reports = [client.report() for client in clients]
-    finally:
-        for client in clients:
-            client.kill()
-    leaks = find_leaks({f"client {index}": client.output for index, client in enumerate(clients)})
-    assert not leaks, leaks
-    return clients, reports, began
+    return reports, began
 
 
 def test_processes_sharing_redis_keep_one_bound_at_the_api_and_without_it_do_not(simulator, monkeypatch, redis_conn):
@@ -427,11 +420,10 @@ def test_processes_sharing_redis_keep_one_bound_at_the_api_and_without_it_do_not
     simulator.script("shared", queued_seconds=0.05, dreaming_seconds=0.05)
     generations = create_universal(simulator, monkeypatch, 60, "shared")
     time.sleep(0.2)  # all completed: every wait and fetch makes one call
-    redis_env = {f"AIRFLOW_CONN_{REDIS_CONN.upper()}": redis_conn.connection_json()}
     figures = {}
     for shared in (True, False):
-        env = {**redis_env, "AIRFLOW_CONN_LUMA_DEFAULT": shared_connection(simulator, 5, 5, shared=shared)}
-        _, reports, began = run_clients(simulator, env, generations, processes=3, fetches=4)
+        env = client_env(simulator, redis_conn, 5, 5, shared=shared)
+        reports, began = run_clients(env, generations, processes=3, fetches=4)
         for report in reports:
             assert report["events"] == ["success"] * 16, report
             assert report["fetched"] == ["completed"] * 4, report
@@ -456,23 +448,13 @@ def complete(sim: LumaSimulator, generations: list[dict]) -> None:
 def test_a_429_in_one_process_pauses_the_others(simulator, monkeypatch, redis_conn):
     simulator.script("paused", queued_seconds=0.05, dreaming_seconds=600)
     generations = create_universal(simulator, monkeypatch, 24, "paused")
-    env = {
-        f"AIRFLOW_CONN_{REDIS_CONN.upper()}": redis_conn.connection_json(),
-        "AIRFLOW_CONN_LUMA_DEFAULT": shared_connection(simulator, 40, 0),
-    }
-    plans = [(env, generations[index * 8 : (index + 1) * 8], []) for index in range(3)]
-    clients = start_clients(plans)
-    try:
-        for client in clients:
-            client.go()
+    env = client_env(simulator, redis_conn, 40, 0)
+    with running_clients([(env, generations[index * 8 : (index + 1) * 8], []) for index in range(3)]) as clients:
         time.sleep(2.5)  # every wait is polling (every 2 s)
         simulator.inject_fault("429", endpoint="video_get", retry_after="3")
         time.sleep(5.5)  # the pause, and the polls after it
         complete(simulator, generations)
         reports = [client.report() for client in clients]
-    finally:
-        for client in clients:
-            client.kill()
 
     assert all(report["events"] == ["success"] * 8 for report in reports), reports
     polls = simulator.requests("video_get")
@@ -496,23 +478,14 @@ def test_a_429_in_one_process_pauses_the_others(simulator, monkeypatch, redis_co
 def test_redis_killed_mid_run_one_warning_per_process_and_the_waits_go_on(simulator, monkeypatch, redis_conn):
     simulator.script("killed", queued_seconds=0.05, dreaming_seconds=600)
     generations = create_universal(simulator, monkeypatch, 16, "killed")
-    env = {
-        f"AIRFLOW_CONN_{REDIS_CONN.upper()}": redis_conn.connection_json(),
-        "AIRFLOW_CONN_LUMA_DEFAULT": shared_connection(simulator, 5, 5),
-    }
-    clients = start_clients([(env, generations[:8], []), (env, generations[8:], [])])
-    try:
-        for client in clients:
-            client.go()
+    env = client_env(simulator, redis_conn, 5, 5)
+    with running_clients([(env, generations[:8], []), (env, generations[8:], [])]) as clients:
         time.sleep(1.5)
         redis_conn.kill()
         killed_at = time.time()
         time.sleep(4.5)  # two more polls of each wait, on the in-process budget
         complete(simulator, generations)
         reports = [client.report() for client in clients]
-    finally:
-        for client in clients:
-            client.kill()
 
     for client, report in zip(clients, reports, strict=True):
         assert report["events"] == ["success"] * 8, report
@@ -534,10 +507,7 @@ def test_a_wait_queued_behind_another_process_keeps_its_deadline_and_a_killed_pr
     monkeypatch.setattr(shared_budget, "STALE", 1.0)
     simulator.script("queued", queued_seconds=0.05, dreaming_seconds=0.05)
     generations = create_universal(simulator, monkeypatch, 12, "queued")
-    env = {
-        f"AIRFLOW_CONN_{REDIS_CONN.upper()}": redis_conn.connection_json(),
-        "AIRFLOW_CONN_LUMA_DEFAULT": shared_connection(simulator, 2, 0),
-    }
+    env = client_env(simulator, redis_conn, 2, 0)
     (holder,) = start_clients([(env, generations, [])])  # 12 waits join the queue at once: 6 s of it
     budget = call_budget(simulator.base_url, SENTINEL_KEY, 2, 0, REDIS_CONN)
     assert isinstance(budget, SharedCallBudget)
@@ -558,5 +528,6 @@ def test_a_wait_queued_behind_another_process_keeps_its_deadline_and_a_killed_pr
         slot = budget.acquire(deadline=time.time() + 20)  # dropped as stale, not waited for forever
     finally:
         holder.kill()
+    assert not find_leaks({"holder": holder.output})
     assert isinstance(slot, SharedSlot)
     assert stored.zcard(queue) == 0

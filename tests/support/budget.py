@@ -7,6 +7,7 @@ calls from a thread of their own, as a triggerer and a worker would.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import pytest
 
 from airflow_provider_luma.testing import LumaSimulator
 from tests.support.connection import connection_json
+from tests.support.logs import find_leaks
 
 ROOT = Path(__file__).resolve().parents[2]
 #: How the client process marks its own lines on stdout (Airflow may log there too).
@@ -134,7 +136,10 @@ class BudgetClient:
             self.process.wait(10)
 
 
-def start_clients(plans: list[tuple[Mapping[str, str], list[dict], list[dict]]]) -> list[BudgetClient]:
+Plan = tuple[Mapping[str, str], list[dict], list[dict]]  # env, waits, fetches
+
+
+def start_clients(plans: list[Plan]) -> list[BudgetClient]:
     """Start a client per ``(env, waits, fetches)``; return them once all are ready (then ``go`` them together)."""
     clients = [BudgetClient(env, waits, fetches) for env, waits, fetches in plans]
     try:
@@ -145,6 +150,24 @@ def start_clients(plans: list[tuple[Mapping[str, str], list[dict], list[dict]]])
             client.kill()
         raise
     return clients
+
+
+@contextlib.contextmanager
+def running_clients(plans: list[Plan]) -> Iterator[list[BudgetClient]]:
+    """
+    A client per plan, told to go together once all are ready; ended on the way out, and what they
+    logged and printed scanned for the API key (call each one's :meth:`~BudgetClient.report` inside).
+    """
+    clients = start_clients(plans)
+    try:
+        for client in clients:
+            client.go()
+        yield clients
+    finally:
+        for client in clients:
+            client.kill()
+    leaks = find_leaks({f"client {index}": client.output for index, client in enumerate(clients)})
+    assert not leaks, leaks
 
 
 class _Recorder(logging.Handler):
