@@ -390,51 +390,41 @@ def test_a_thousand_waits_on_one_loop_share_redis_without_starving(redis_conn, c
 # -- several processes, one Redis ------------------------------------------------------------------
 
 
-def client_env(sim: LumaSimulator, server: RedisServer, rate: float, burst: int, shared: bool = True) -> dict[str, str]:
-    """The connections of a client process: the Luma one (with or without the Redis extra) and the Redis one."""
+def client_env(sim: LumaSimulator, server: RedisServer, rate: float, burst: int) -> dict[str, str]:
+    """A client's connections: ``luma_default`` with the Redis extra, ``luma_alone`` without it, the Redis one."""
     return {
         f"AIRFLOW_CONN_{REDIS_CONN.upper()}": server.connection_json(),
-        "AIRFLOW_CONN_LUMA_DEFAULT": shared_connection(sim, rate, burst, shared=shared),
+        "AIRFLOW_CONN_LUMA_DEFAULT": shared_connection(sim, rate, burst),
+        "AIRFLOW_CONN_LUMA_ALONE": shared_connection(sim, rate, burst, shared=False),
     }
-
-
-def run_clients(
-    env: dict[str, str], generations: list[dict], processes: int, fetches: int = 0
-) -> tuple[list[dict], float]:
-    """``processes`` clients, each waiting for its share of ``generations`` (its last ``fetches`` fetched
-    from a thread instead); their reports, and when they were told to go."""
-    share = len(generations) // processes
-    plans = []
-    for index in range(processes):
-        mine = generations[index * share : (index + 1) * share]
-        plans.append((env, mine[: share - fetches], mine[share - fetches :]))
-    began = time.time()
-    with running_clients(plans) as clients:
-        reports = [client.report() for client in clients]
-    return reports, began
 
 
 def test_processes_sharing_redis_keep_one_bound_at_the_api_and_without_it_do_not(simulator, monkeypatch, redis_conn):
     # Three processes, each a triggerer's loop of 16 waits and a worker thread of 4 fetches, one key,
-    # max_calls_per_second=5 and max_call_burst=5: no window may hold more than 10 calls.
+    # max_calls_per_second=5 and max_call_burst=5: no window may hold more than 10 calls. The same
+    # processes then run the same calls through a connection without the Redis extra.
     simulator.script("shared", queued_seconds=0.05, dreaming_seconds=0.05)
     generations = create_universal(simulator, monkeypatch, 60, "shared")
     time.sleep(0.2)  # all completed: every wait and fetch makes one call
+    env = client_env(simulator, redis_conn, 5, 5)
+    plans = [(env, generations[i * 20 : i * 20 + 16], generations[i * 20 + 16 : (i + 1) * 20]) for i in range(3)]
     figures = {}
-    for shared in (True, False):
-        env = client_env(simulator, redis_conn, 5, 5, shared=shared)
-        reports, began = run_clients(env, generations, processes=3, fetches=4)
-        for report in reports:
-            assert report["events"] == ["success"] * 16, report
-            assert report["fetched"] == ["completed"] * 4, report
-            assert not report["warnings"], report
-            assert not report["errors"], report
-        polls = [entry["time"] for entry in simulator.requests("video_get") if entry["time"] >= began]
-        assert len(polls) == 60
-        figures[shared] = busiest_second(polls)
-    print(f"busiest second: {figures[True]} calls with the shared budget, {figures[False]} without")
-    assert figures[True] <= 10
-    assert figures[False] > 10  # each process keeps its own budget: the test can tell
+    with running_clients(plans, conn_ids=("luma_default", "luma_alone")) as clients:
+        for conn_id in ("luma_default", "luma_alone"):
+            began = time.time()
+            for client in clients:
+                client.go(conn_id)
+            for report in [client.report() for client in clients]:
+                assert report["events"] == ["success"] * 16, report
+                assert report["fetched"] == ["completed"] * 4, report
+                assert not report["warnings"], report
+                assert not report["errors"], report
+            polls = [entry["time"] for entry in simulator.requests("video_get") if entry["time"] >= began]
+            assert len(polls) == 60
+            figures[conn_id] = busiest_second(polls)
+    print(f"busiest second: {figures['luma_default']} calls with the shared budget, {figures['luma_alone']} without")
+    assert figures["luma_default"] <= 10
+    assert figures["luma_alone"] > 10  # each process keeps its own budget: the test can tell
     stored = client_of(redis_conn)
     assert all(key_fingerprint(SENTINEL_KEY) in name and SENTINEL_KEY not in name for name in stored.keys("*"))
 
@@ -450,6 +440,8 @@ def test_a_429_in_one_process_pauses_the_others(simulator, monkeypatch, redis_co
     generations = create_universal(simulator, monkeypatch, 24, "paused")
     env = client_env(simulator, redis_conn, 40, 0)
     with running_clients([(env, generations[index * 8 : (index + 1) * 8], []) for index in range(3)]) as clients:
+        for client in clients:
+            client.go()
         time.sleep(2.5)  # every wait is polling (every 2 s)
         simulator.inject_fault("429", endpoint="video_get", retry_after="3")
         time.sleep(5.5)  # the pause, and the polls after it
@@ -480,6 +472,8 @@ def test_redis_killed_mid_run_one_warning_per_process_and_the_waits_go_on(simula
     generations = create_universal(simulator, monkeypatch, 16, "killed")
     env = client_env(simulator, redis_conn, 5, 5)
     with running_clients([(env, generations[:8], []), (env, generations[8:], [])]) as clients:
+        for client in clients:
+            client.go()
         time.sleep(1.5)
         redis_conn.kill()
         killed_at = time.time()
