@@ -30,8 +30,9 @@ API_HOLD_SECONDS = 30.0
 #: ``number``: a finite number within the bounds; ``whole``: a whole number within the bounds;
 #: ``flag``: ``true``/``false``, ``1``/``0``, ``yes``/``no``; ``choice``: one of ``choices`` (any case);
 #: ``family``: a choice naming an endpoint family (read as :class:`~airflow_provider_luma.models.ApiFamily`);
-#: ``hosts``: host names, as a list or one comma-separated string (``*.example.com`` allowed).
-Kind = Literal["seconds", "number", "whole", "flag", "choice", "family", "hosts"]
+#: ``hosts``: host names, as a list or one comma-separated string (``*.example.com`` allowed);
+#: ``conn_id``: the id of another Airflow connection.
+Kind = Literal["seconds", "number", "whole", "flag", "choice", "family", "hosts", "conn_id"]
 
 
 @dataclass(frozen=True)
@@ -105,9 +106,13 @@ _HOLD_NAMES = ("state", "status", "none")
 SETTINGS: tuple[Setting, ...] = (
     # -- common: the connection form shows these ----------------------------------------------
     Setting("max_calls_per_second", "number", None, "Call budget (calls per second)",
-            "The most API calls per second one process (a triggerer, a worker's task) sends with this key; "
-            "on a 429 every call on the key pauses.",
+            "The most API calls per second sent with this key by one process (a triggerer, a worker's task), "
+            "or by all of them with a shared budget; on a 429 every call on the key pauses.",
             common=True, minimum=0.1, default_text="none (no budget)"),
+    Setting("budget_redis_conn_id", "conn_id", None, "Shared call budget: Redis connection id",
+            "A `redis` connection (e.g. Celery's broker): every process using this key (each triggerer, each "
+            "worker) shares one call budget there. Needs a call budget.",
+            common=True, default_text="none (a budget per process)"),
     Setting("max_call_burst", "whole", None, "Call burst",
             "Calls beyond that rate that may go at once; no second holds more than rate + burst calls. "
             "Needs a call budget.",

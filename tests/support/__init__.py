@@ -10,7 +10,9 @@ Helpers shared by the tests, in one place: test modules import them from here, n
 - :mod:`.stub_server`: a loopback HTTP server whose answers a test writes itself;
 - :mod:`.simulator_calls`: plain HTTP calls to a simulator, as an API client would make them;
 - :mod:`.dag_runner`: running a DAG file with ``dag.test()`` on every supported Airflow;
-- :mod:`.deployment`: a real Airflow deployment (scheduler, triggerer, ...) on loopback.
+- :mod:`.deployment`: a real Airflow deployment (scheduler, triggerer, ...) on loopback;
+- :mod:`.budget`: windows of a request log, and client processes sharing a call budget;
+- :mod:`.redis_server`: a redis-server of the test's own on loopback.
 
 Fixtures live in each folder's ``conftest.py``.
 """
