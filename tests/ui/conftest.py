@@ -51,6 +51,7 @@ def ui_deployment(ui_simulator: LumaSimulator, tmp_path_factory: pytest.TempPath
         "AIRFLOW_CONN_LUMA_DEFAULT": connection_json(ui_simulator),
         "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "True",  # the assets consumer runs on the producer's event
         "LUMA_DEMO_OUTPUT_DIR": str(videos),
     }
     with deployment(extra_env=extra) as dep:
