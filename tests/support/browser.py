@@ -48,8 +48,13 @@ class Browser:
         self.driver: Any = None
 
     def __enter__(self) -> Browser:
+        import logging
+
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
+
+        # Selenium's DEBUG log holds every command's body, the text typed into a password field included.
+        logging.getLogger("selenium").setLevel(logging.INFO)
 
         options = webdriver.ChromeOptions()
         options.binary_location = CHROMIUM
