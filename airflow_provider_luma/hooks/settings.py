@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from airflow_provider_luma.connection_form import DEFAULT_HOST
 from airflow_provider_luma.errors import LumaConfigurationError
 from airflow_provider_luma.models import ApiFamily
+from airflow_provider_luma.outcome import safe_url
 from airflow_provider_luma.version import __version__
 from airflow_provider_luma.waiting import MAX_SECONDS, PACING_FLOORS, WaitPacing, checked_number
 
@@ -109,15 +110,17 @@ class LumaSettings:
         allow_http = _flag(extras, conn_id, "allow_insecure_http")
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise LumaConfigurationError(f"Connection {conn_id!r} has an invalid host {base_url!r}.")
+            raise LumaConfigurationError(f"Connection {conn_id!r} has an invalid host {safe_url(base_url)!r}.")
         if parts.query or parts.fragment or base_url.endswith(("?", "#")):
+            # Never quoted whole: a query or fragment may hold a token.
             raise LumaConfigurationError(
-                f"Connection {conn_id!r} has a query or fragment in its host {base_url!r}: give the base URL only."
+                f"Connection {conn_id!r} has a query or fragment in its host {safe_url(base_url)!r}: give the base "
+                "URL only."
             )
         if parts.scheme == "http" and not allow_http and not is_loopback(parts.hostname):
             raise LumaConfigurationError(
-                f"Connection {conn_id!r} points at {base_url!r} over plain http, which would send the API key "
-                "in clear text: use https, or set the extra allow_insecure_http to true if you really mean it."
+                f"Connection {conn_id!r} points at {safe_url(base_url)!r} over plain http, which would send the API "
+                "key in clear text: use https, or set the extra allow_insecure_http to true if you really mean it."
             )
         api = extras.get("api") or ApiFamily.LUMA_AI.value
         try:
@@ -200,7 +203,7 @@ def _base_url(conn: Connection) -> str:
     try:
         has_port = parts.port is not None
     except ValueError:
-        raise LumaConfigurationError(f"Connection {conn.conn_id!r} has an invalid host {host!r}.") from None
+        raise LumaConfigurationError(f"Connection {conn.conn_id!r} has an invalid host {safe_url(host)!r}.") from None
     if conn.port and not has_port and parts.hostname:
         hostname = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
         host = f"{parts.scheme}://{hostname}:{conn.port}{parts.path}"

@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from airflow_provider_luma.operators.luma import LumaGenerateVideoOperator
+from airflow_provider_luma.outcome import EVENT_SCHEMA, MAX_EVENT_GENERATION_BYTES, MAX_MESSAGE_BYTES
 from airflow_provider_luma.sensors.luma import LumaGenerationSensor
 from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
 from tests.support.airflow_encoding import airflow_major, encode_trigger_event, encode_xcom
@@ -144,6 +145,10 @@ def run_trigger(trigger: LumaGenerationTrigger) -> dict[str, Any]:
 
     (event,) = asyncio.run(events())
     encode_trigger_event(event)
+    size = len(json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    cap = MAX_MESSAGE_BYTES + 1024 + MAX_EVENT_GENERATION_BYTES * len(event["generations"])
+    assert size <= cap, f"an event of {size} bytes, above its documented cap of {cap}"
+    assert event["v"] == EVENT_SCHEMA
     return event
 
 

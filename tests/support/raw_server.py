@@ -79,6 +79,13 @@ class RawServer:
             def handle(self) -> None:
                 with server._lock:
                     server.connections += 1
+                try:
+                    first = self.connection.recv(1, socket.MSG_PEEK)
+                except OSError:
+                    return
+                if first == b"\x16":  # a TLS handshake: answer as plain-HTTP servers do, then close
+                    self.connection.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    return
                 while not server._stop.is_set():
                     request = _read_request(self.rfile)
                     if request is None:
