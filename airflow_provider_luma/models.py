@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -80,6 +82,11 @@ class GenerationState(StrEnum):
         """Whether a generation in this state has reached ``target`` or a later non-failed state."""
         return self is not GenerationState.FAILED and self.priority >= target.priority
 
+    @property
+    def following(self) -> GenerationState:
+        """The state after this one on the way to ``completed`` (``completed`` and ``failed``: themselves)."""
+        return _FOLLOWING.get(self, self)
+
     @classmethod
     def waitable(cls, value: str | GenerationState) -> GenerationState:
         """
@@ -101,6 +108,7 @@ class GenerationState(StrEnum):
 
 
 _PRIORITY = {state: index for index, state in enumerate(GenerationState)}
+_FOLLOWING = {GenerationState.QUEUED: GenerationState.DREAMING, GenerationState.DREAMING: GenerationState.COMPLETED}
 WAITABLE_STATES = (GenerationState.QUEUED, GenerationState.DREAMING, GenerationState.COMPLETED)
 #: Every word either family was seen or documented to use, mapped to ours. The universal endpoint
 #: says ``generating`` and ``error``; its examples also treat ``waiting`` and ``active`` as running.
@@ -137,6 +145,28 @@ _UNIVERSAL_ID_SUFFIX = re.compile(r"^[^:/\s]+:[\w.-]+/[\w.:-]+$")
 def family_hint(generation_id: str) -> ApiFamily | None:
     """The family an id's own form points to (``<uuid>:luma/ray-2`` is universal), or ``None`` for a bare id."""
     return ApiFamily.VIDEO if _UNIVERSAL_ID_SUFFIX.match(generation_id) else None
+
+
+def created_seconds(created_at: str | None) -> float | None:
+    """
+    UNIX time of an API ``created_at`` (ISO-8601, or epoch seconds or milliseconds), ``None`` if unreadable.
+
+    A time without a zone is taken as UTC.
+    """
+    if created_at is None:
+        return None
+    text = str(created_at).strip()
+    try:
+        number = float(text)
+    except ValueError:
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            return None
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    if not math.isfinite(number) or number <= 0:
+        return None
+    return number / 1000 if number > 1e11 else number
 
 
 @dataclass(frozen=True)

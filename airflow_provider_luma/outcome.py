@@ -41,7 +41,7 @@ from airflow_provider_luma.errors import LumaError, LumaGenerationFailedError, L
 
 if TYPE_CHECKING:
     from airflow_provider_luma.models import Generation
-    from airflow_provider_luma.waiting import Finished
+    from airflow_provider_luma.steps import Finished
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +255,7 @@ def read_event(event: Any) -> Finished:
     later schema (read by the fields this version knows). An unusable event is an ``error`` ending.
     """
     from airflow_provider_luma.models import Generation
-    from airflow_provider_luma.waiting import Finished
+    from airflow_provider_luma.steps import Finished
 
     if not isinstance(event, Mapping) or event.get("status") not in STATUSES:
         shown = storable_text(repr(event), 300)

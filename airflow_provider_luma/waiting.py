@@ -12,17 +12,17 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
-from airflow_provider_luma import outcome
 from airflow_provider_luma.errors import LumaError, LumaInputError
-from airflow_provider_luma.models import ApiFamily, Generation, GenerationRef, GenerationState
+from airflow_provider_luma.models import ApiFamily, Generation, GenerationRef, GenerationState, created_seconds
+from airflow_provider_luma.steps import Check, Finished, Poll, Sleep, Step, WaitStatus
+
+__all__ = ["Check", "Finished", "Poll", "Sleep", "Step", "Wait", "WaitLoop", "WaitPacing", "WaitStatus"]
 
 log = logging.getLogger(__name__)
 
-WaitStatus = Literal["success", "failed", "timeout", "error"]
 #: Answers in a row that may leave out a generation asked for before the wait gives up on it.
 MISSING_ANSWERS_LIMIT = 3
 #: The most seconds any time setting may hold: a day. Beyond it a socket time-out overflows ``time_t``.
@@ -111,67 +111,6 @@ class WaitPacing:
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
-@dataclass(frozen=True)
-class Poll:
-    """
-    Fetch ``refs`` (all of one endpoint family), giving up at ``deadline`` (UNIX time).
-
-    With ``hold`` it is a long poll for ``target``; without, the API answers at once. How the ids
-    are split into calls, and that every call of a poll is held at once, is
-    :func:`airflow_provider_luma.hooks.endpoints.poll_plans`' rule.
-
-    :param retries: Retries of each call instead of the connection's ``max_retries`` (``0``: a quick
-        look that leaves transient errors to a later check); ``None``: the connection's.
-    """
-
-    refs: tuple[GenerationRef, ...]
-    target: GenerationState
-    deadline: float | None
-    hold: bool = True
-    retries: int | None = None
-
-    @property
-    def api(self) -> ApiFamily:
-        """The endpoint family of the generations polled."""
-        return self.refs[0].api or ApiFamily.LUMA_AI
-
-    @property
-    def generation_ids(self) -> list[str]:
-        """The ids polled, in order."""
-        return [ref.id for ref in self.refs]
-
-
-@dataclass(frozen=True)
-class Sleep:
-    """Pause for ``seconds`` before the next step."""
-
-    seconds: float
-
-
-@dataclass(frozen=True)
-class Finished:
-    """
-    The wait is over.
-
-    :param status: ``success``, ``failed`` (a generation failed), ``timeout`` or ``error``.
-    :param message: One sentence for logs and task failures.
-    :param generations: The latest known state of every generation waited for, in order.
-    :param error: The permanent error that ended the wait, for ``error``.
-    """
-
-    status: WaitStatus
-    message: str
-    generations: list[Generation] = field(default_factory=list)
-    error: LumaError | None = None
-
-    def result(self) -> list[Generation]:
-        """The generations on success; otherwise raise the matching :class:`LumaError` (see :func:`.outcome.settle`)."""
-        return outcome.settle(self, role="hook")
-
-
-Step = Poll | Sleep | Finished
-
-
 class WaitLoop:
     """
     Decides each step of a wait for generations to reach a state, until an absolute deadline.
@@ -249,7 +188,7 @@ class WaitLoop:
             if seen is None:
                 steps.append(GenerationState.QUEUED)
             elif seen.known_state is not None:
-                steps.append(_state_after(seen.known_state))
+                steps.append(seen.known_state.following)
         return min([self.target, *steps], key=lambda state: state.priority)
 
     def first_step(self) -> Step:
@@ -372,7 +311,7 @@ class WaitLoop:
         since = self._changed_at.get(generation.id, self._started_at)
         self._changed_at[generation.id] = now
         if self.report_progress:
-            born = self._born_at.setdefault(generation.id, _timestamp(generation.created_at) or now)
+            born = self._born_at.setdefault(generation.id, created_seconds(generation.created_at) or now)
             self.log.info(
                 "%s%s: %s after %d s.", PROGRESS_LOG_PREFIX, generation.id, generation.state, max(0, round(now - born))
             )
@@ -389,34 +328,6 @@ class WaitLoop:
         if generation.usage and generation.has_reached(GenerationState.COMPLETED):
             usage = ", ".join(f"{key} {value}" for key, value in generation.usage.items())
             self.log.info("Luma generation %s is completed; usage: %s.", generation.id, usage)
-
-
-def _state_after(state: GenerationState) -> GenerationState:
-    """The state after ``state`` on a generation's way to ``completed`` (``completed``, ``failed``: itself)."""
-    following = {GenerationState.QUEUED: GenerationState.DREAMING, GenerationState.DREAMING: GenerationState.COMPLETED}
-    return following.get(state, state)
-
-
-def _timestamp(created_at: str | None) -> float | None:
-    """
-    UNIX time of an API ``created_at`` (ISO-8601, or epoch seconds or milliseconds), ``None`` if unreadable.
-
-    A time without a zone is taken as UTC.
-    """
-    if created_at is None:
-        return None
-    text = str(created_at).strip()
-    try:
-        number = float(text)
-    except ValueError:
-        try:
-            moment = datetime.fromisoformat(text)
-        except ValueError:
-            return None
-        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
-    if not math.isfinite(number) or number <= 0:
-        return None
-    return number / 1000 if number > 1e11 else number
 
 
 class Wait:
@@ -541,14 +452,6 @@ class Wait:
         return Finished(
             "success", f"{len(self.generation_ids)} Luma generation(s) reached '{self.target.value}'.", ordered
         )
-
-
-@dataclass(frozen=True)
-class Check:
-    """One check of a poke: poll every family once (long polls held when ``hold``), after ``pause`` seconds."""
-
-    hold: bool
-    pause: float = 0.0
 
 
 @dataclass

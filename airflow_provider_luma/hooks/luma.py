@@ -204,7 +204,8 @@ class LumaHook(BaseHook):
         return generation
 
     def _log_created(self, generation: Generation) -> None:
-        model = generation.raw.get("model") if isinstance(generation.raw.get("model"), str) else None
+        raw_model = generation.raw.get("model")
+        model = outcome.storable_text(raw_model, 128) if isinstance(raw_model, str) else None
         self.log.info(
             "Created Luma generation %s (%s, %s endpoint%s).",
             generation.id,

@@ -12,10 +12,8 @@ there too (:class:`~airflow_provider_luma.hooks.budget.BudgetTimeout`).
 
 from __future__ import annotations
 
-import asyncio
 import http.cookiejar
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from types import SimpleNamespace
@@ -57,6 +55,7 @@ from airflow_provider_luma.hooks.answers import (
 from airflow_provider_luma.hooks.budget import BudgetTimeout, CallBudget, Slot, call_budget
 from airflow_provider_luma.hooks.deadlines import GuardedAdapter, Watchdog
 from airflow_provider_luma.hooks.plans import Answer, Call
+from airflow_provider_luma.hooks.sessions import _new_session, join_shared_session, leave_shared_session
 from airflow_provider_luma.hooks.settings import LumaSettings
 
 T = TypeVar("T")
@@ -299,45 +298,6 @@ def _release(
         budget.release(slot, status, retry_after)
 
 
-class _SharedSession:
-    """One HTTP session shared by every open async transport on one event loop, and how many use it."""
-
-    def __init__(self, session: aiohttp.ClientSession) -> None:
-        self.session = session
-        self.users = 0
-
-
-# Keyed by the running loop: a triggerer's thousands of waits share one connection pool, and nothing
-# outlives its loop (dag.test() runs each trigger under a loop of its own).
-_SHARED_SESSIONS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _SharedSession] = weakref.WeakKeyDictionary()
-
-
-async def _connected(session: Any, context: SimpleNamespace, params: Any) -> None:
-    # From here on, bytes of the request may reach the server (the exchange's trace context says so).
-    if isinstance(context.trace_request_ctx, SimpleNamespace):
-        context.trace_request_ctx.sent = True
-
-
-def _tracing() -> aiohttp.TraceConfig:
-    trace = aiohttp.TraceConfig()
-    trace.on_connection_create_end.append(_connected)
-    trace.on_connection_reuseconn.append(_connected)
-    return trace
-
-
-def _new_session() -> aiohttp.ClientSession:
-    # limit=0: concurrent long polls must never queue behind each other in the pool.
-    # DummyCookieJar: the session is shared by every connection and key on the loop; it keeps no cookies.
-    # trust_env: HTTP(S)_PROXY / NO_PROXY apply as they do to the worker's requests session.
-    # The trace tells whether a failed exchange had a connection (so its request may have been sent).
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0),
-        cookie_jar=aiohttp.DummyCookieJar(),
-        trust_env=True,
-        trace_configs=[_tracing()],
-    )
-
-
 class AsyncTransport:
     """
     Calls from the triggerer (or any event loop). Inside ``async with``, every call goes over the
@@ -355,10 +315,12 @@ class AsyncTransport:
         self._session: aiohttp.ClientSession | None = None
         # A wait asks the same thing poll after poll: its URL (query included) is built once.
         self._urls: dict[tuple[str, Any], URL] = {}
-        self._timeout = self._new_timeout(settings.timeout)
 
-    def _new_timeout(self, read: float) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(total=None, connect=self.settings.connect_timeout, sock_read=read)
+    def _new_timeout(self, left: float) -> aiohttp.ClientTimeout:
+        # total: the whole exchange, the body's reading included (a drip never outlasts it).
+        return aiohttp.ClientTimeout(
+            total=left, connect=min(self.settings.connect_timeout, left), sock_read=min(self.settings.timeout, left)
+        )
 
     @property
     def is_open(self) -> bool:
@@ -369,26 +331,13 @@ class AsyncTransport:
         """Join the event loop's shared session (created on first use)."""
         if self._session is not None:
             raise RuntimeError("This LumaHook is already open: use one `async with hook:` at a time.")
-        loop = asyncio.get_running_loop()
-        shared = _SHARED_SESSIONS.get(loop)
-        if shared is None or shared.session.closed:
-            shared = _SHARED_SESSIONS[loop] = _SharedSession(_new_session())
-        shared.users += 1
-        self._session = shared.session
+        self._session = join_shared_session()
 
     async def close(self) -> None:
         """Leave the shared session; the last user closes it."""
         session, self._session = self._session, None
-        if session is None:
-            return
-        loop = asyncio.get_running_loop()
-        shared = _SHARED_SESSIONS.get(loop)
-        if shared is not None and shared.session is session:
-            shared.users -= 1
-            if shared.users > 0:
-                return
-            del _SHARED_SESSIONS[loop]  # before closing: a hook entering meanwhile gets a new session
-        await session.close()
+        if session is not None:
+            await leave_shared_session(session)
 
     async def arequest(self, call: Call) -> Answer:
         """Async twin of :meth:`SyncTransport.request`."""
@@ -433,26 +382,17 @@ class AsyncTransport:
 
         async def attempt() -> Answer:
             slot = await _aacquire(budget, call, settings)
-            left = max(0.0, attempt_deadline(call, settings) - time.time())
-            read = min(settings.timeout, left)
-            timeout = self._timeout if read == settings.timeout else self._new_timeout(read)
+            timeout = self._new_timeout(max(0.001, attempt_deadline(call, settings) - time.time()))
             trace = SimpleNamespace(sent=False)
             started = time.monotonic()
             try:
-                # The whole exchange, body included, within the attempt's deadline (a drip never outlasts it).
-                async with asyncio.timeout(left):
-                    async with session.request(
-                        call.method,
-                        url,
-                        json=call.body,
-                        headers=settings.headers,
-                        timeout=timeout,
-                        trace_request_ctx=trace,
-                    ) as response:
-                        status, headers = response.status, response.headers
-                        _release(budget, slot, status, headers)
-                        limit = body_limit(status, headers, what=call.what)
-                        body = await aread_capped(response, limit)
+                async with session.request(
+                    call.method, url, json=call.body, headers=settings.headers, timeout=timeout, trace_request_ctx=trace
+                ) as response:
+                    status, headers = response.status, response.headers
+                    _release(budget, slot, status, headers)
+                    limit = body_limit(status, headers, what=call.what)
+                    body = await aread_capped(response, limit)
             except (TimeoutError, aiohttp.ClientError, ValueError) as error:
                 # ValueError: aiohttp refusing a header or URL before sending anything.
                 if isinstance(error, ValueError) and trace.sent:

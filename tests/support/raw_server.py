@@ -56,6 +56,7 @@ class Reply:
     drip_for: float | None = None
 
 
+_BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 _REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many"}
 
 
@@ -84,7 +85,7 @@ class RawServer:
                 except OSError:
                     return
                 if first == b"\x16":  # a TLS handshake: answer as plain-HTTP servers do, then close
-                    self.connection.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    self.connection.sendall(_BAD_REQUEST)
                     return
                 while not server._stop.is_set():
                     request = _read_request(self.rfile)
