@@ -58,7 +58,8 @@ luma_poisoned_wait()
 def test_one_poisoned_wait_fails_alone_and_the_triggerer_stays_up(chaos_deployment: AirflowDeployment) -> None:
     dep = chaos_deployment
     sim: LumaSimulator = dep.simulator
-    sim.script("poisoned sea", outcome="failed", failure_reason=POISON, queued_seconds=1, dreaming_seconds=1)
+    # It fails while the others are still dreaming (they take 6 s): after the sensors deferred.
+    sim.script("poisoned sea", outcome="failed", failure_reason=POISON, queued_seconds=5, dreaming_seconds=1)
     dep.add_dag(DAG_SOURCE, f"{DAG_ID}.py")
     run_id = dep.trigger(DAG_ID)
     state = dep.wait_for_run(DAG_ID, run_id, timeout=180)  # fails at once if the triggerer exits
