@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.connection import SENTINEL_KEY
-from tests.support.dag_runner import run_dag_source
+from tests.support.dag_runner import latest_run_id, run_dag_source
 from tests.support.raw_server import FakeLumaApi
 
 pytestmark = pytest.mark.timeout(300)
@@ -66,10 +66,8 @@ def test_a_poisoned_answer_is_paid_once_and_the_task_succeeds(api, airflow_db, p
 
 def latest_return_value(airflow_home: Path, dag_id: str, task_id: str) -> dict:
     """The task's return value as Airflow stored it (JSON in the metadata DB), of the DAG's latest run."""
+    run_id = latest_run_id(airflow_home, dag_id)
     with sqlite3.connect(airflow_home / "airflow.db") as db:
-        (run_id,) = db.execute(
-            "SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1", (dag_id,)
-        ).fetchone()
         ((value,),) = db.execute(
             "SELECT value FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = ? AND key = 'return_value'",
             (dag_id, run_id, task_id),

@@ -249,7 +249,7 @@ def test_any_create_answer_hands_airflow_only_what_it_stores(api: FakeLumaApi, a
 def test_each_example_is_a_poison_as_the_api_sends_it(answer: str) -> None:
     """A positive control: each readable example, as JSON reads it, is refused by Airflow's own encoders."""
     value = json.loads(answer.replace("{id}", "x"))
-    if airflow_major() < 3 and str(2**64 + 1) in answer:
-        pytest.skip("Airflow 2.11 stores XCom as JSON, which holds any integer")
+    if airflow_major() < 3 and (str(2**64 + 1) in answer or "[" * 500 in answer):
+        pytest.skip("Airflow 2.11 stores XCom as JSON, which holds any integer and this depth (3.x: msgpack, serde)")
     with pytest.raises((UnicodeEncodeError, OverflowError, ValueError, RecursionError, AssertionError)):
         encode_xcom(value)

@@ -11,7 +11,8 @@ Airflow 3 (read in the installed source, 3.3.2):
   ``NotImplementedError`` of it is survived, anything else ends the trigger runner;
 - the supervisor then stores ``serialize({"event": payload})`` (``airflow/sdk/serde``,
   ``models/trigger.py`` ``handle_event_submit``) in ``task_instance.next_kwargs``, a JSON column
-  (JSONB on PostgreSQL, which refuses ``\\u0000``);
+  (JSONB on PostgreSQL, which refuses ``\\u0000``); 3.0.6 frames the same message with the events as
+  ``(trigger id, event)`` pairs, its serde is ``airflow.serialization.serde``;
 - an XCom value is ``serialize(value)`` (``BaseXCom.serialize_value``), sent to the supervisor in a
   ``SetXCom`` frame (msgpack), then to the API server by httpx as ``json.dumps(...,
   allow_nan=False, ensure_ascii=False).encode("utf-8")`` (``httpx/_content.py`` ``encode_json``).
@@ -29,6 +30,15 @@ from typing import Any
 def airflow_major() -> int:
     """The installed Airflow's major version."""
     return int(version("apache-airflow").split(".")[0])
+
+
+def _serialize(value: Any) -> Any:
+    """Airflow 3's serde: ``airflow.sdk.serde`` (3.3), ``airflow.serialization.serde`` (3.0)."""
+    try:
+        from airflow.sdk.serde import serialize
+    except ImportError:
+        from airflow.serialization.serde import serialize
+    return serialize(value)
 
 
 def _json_for_the_database(value: Any) -> bytes:
@@ -57,10 +67,8 @@ def encode_trigger_event(payload: Any) -> bytes:
     message = messages.TriggerStateChanges(events=entries)
     frame = _RequestFrame(id=1, body=message.model_dump())
     encoded = bytes(frame.as_bytes())
-    from airflow.sdk.serde import serialize
-
-    # next_kwargs, as the supervisor stores them
-    return encoded + _json_for_the_database(serialize({"event": payload}))
+    # next_kwargs, as the supervisor stores them (3.0 stores the payload as is: the same JSON checks)
+    return encoded + _json_for_the_database(_serialize({"event": payload}))
 
 
 def encode_xcom(value: Any, key: str = "return_value") -> bytes:
@@ -71,9 +79,8 @@ def encode_xcom(value: Any, key: str = "return_value") -> bytes:
         BaseXCom.serialize_value(value)
         return _json_for_the_database(value)
     from airflow.sdk.execution_time.comms import SetXCom, _RequestFrame
-    from airflow.sdk.serde import serialize
 
-    serialized = serialize(value)
+    serialized = _serialize(value)
     message = SetXCom(key=key, value=serialized, dag_id="d", run_id="r", task_id="t")
     frame = _RequestFrame(id=1, body=message.model_dump())
     return bytes(frame.as_bytes()) + _json_for_the_database(serialized)
