@@ -35,7 +35,7 @@ from tests.support.tasks import FakeTaskInstance, TaskStateStore, task_context
 
 pytestmark = pytest.mark.timeout(600)
 SETTINGS = settings(
-    max_examples=25,  # and an explicit example per poison: each draw costs real HTTP calls and a trigger run
+    max_examples=20,  # and an explicit example per poison: each draw costs real HTTP calls and a trigger run
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
 )
