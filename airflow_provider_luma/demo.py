@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -37,7 +38,11 @@ from urllib.parse import unquote, urlsplit
 from airflow_provider_luma.waiting import PROGRESS_LOG_PREFIX
 
 DAG_ID = "luma_text_to_video"
-DAG_FILE = Path(__file__).resolve().parents[1] / "example_dags" / "example_luma_text_to_video.py"
+#: The example DAG of a checkout; ``$LUMA_DEMO_DAG_FILE`` names it for an installed wheel (scripts/release).
+DAG_FILE = Path(
+    os.environ.get("LUMA_DEMO_DAG_FILE")
+    or Path(__file__).resolve().parents[1] / "example_dags" / "example_luma_text_to_video.py"
+)
 DEFAULT_PROMPT = "A red fox trotting through fresh snow at dawn, cinematic"
 #: Seconds the simulator keeps a generation ``queued``, then ``dreaming``, unless the environment says.
 DEFAULT_TIMELINE = {"LUMA_DEMO_QUEUED": 3.0, "LUMA_DEMO_DREAMING": 6.0}
@@ -171,6 +176,12 @@ class Story:
         return []
 
 
+def _how_to_watch(video: Path) -> str:
+    """How to open the video on this machine (the simulator's clips are stamped "simulated")."""
+    opener = {"darwin": "open", "win32": "start"}.get(sys.platform, "xdg-open")
+    return f"Watch it: {opener} {shlex.quote(str(video))}  (or open it in a browser or VLC)"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m airflow_provider_luma.demo``; returns the exit code of the DAG run."""
     args = _parse(argv)
@@ -234,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Video written to {path} ({_size(path.stat().st_size)})", flush=True)
     if code == 0 and story.written:
         print(f"Done in {time.time() - started:.0f} s.", flush=True)
+        print(_how_to_watch(story.written[-1]), flush=True)
         return 0
     if story.ended:
         print(f"The wait ended: {story.ended}", flush=True)

@@ -26,15 +26,7 @@ from typing import Any, TypeVar
 
 from airflow_provider_luma import outcome
 from airflow_provider_luma.create_requests import CreateRequest, to_universal
-from airflow_provider_luma.errors import (
-    LumaAuthenticationError,
-    LumaError,
-    LumaForbiddenError,
-    LumaNotFoundError,
-    LumaResponseError,
-    LumaRouteNotFoundError,
-    LumaValidationError,
-)
+from airflow_provider_luma.errors import LumaResponseError, LumaRouteNotFoundError, LumaValidationError
 from airflow_provider_luma.hooks.plans import Answer, Call, Plan
 from airflow_provider_luma.hooks.settings import LumaSettings
 from airflow_provider_luma.models import (
@@ -302,45 +294,6 @@ def fetch_plans(
 
 def _listed(plan: Plan[Generation]) -> Plan[list[Generation]]:
     return [(yield from plan)]
-
-
-def probe_plan(settings: LumaSettings) -> Plan[tuple[bool, str]]:
-    """
-    The Test button's check of the key, paying nothing: fetch an id that cannot exist from each
-    endpoint family; a "not found" of that generation means the key was accepted there. A "no such
-    route" (the framework's generic ``Cannot GET /path`` 404) means the family is gone from the
-    server, and proves nothing about the key. No retries: a question asked by a person waiting.
-    """
-    reached: list[str] = []
-    gone: list[str] = []
-    for family in ApiFamily:
-        try:
-            yield from fetch_plan(settings, GenerationRef(PROBE_GENERATION_ID, family), retries=0)
-        except LumaRouteNotFoundError:
-            gone.append(family.value)
-            continue
-        except LumaNotFoundError:
-            pass
-        except LumaAuthenticationError:
-            return False, "The Luma API rejected the key (401): check the API key in the password field."
-        except LumaForbiddenError:
-            return False, (
-                "The key is valid but the account is out of credits or over the plan's limit (403): top up the "
-                "account or wait for the limit to reset."
-            )
-        except LumaError as error:
-            return False, error.message
-        reached.append(family.value)
-    if not reached:
-        return False, (
-            f"The server at {outcome.safe_url(settings.base_url)} has no Luma endpoints: it answered 'no such route' "
-            f"(404 'Cannot GET ...') on the {' and the '.join(gone)} endpoints, so the key was not checked. It is "
-            "not the AI/ML API, or the host's path is wrong: check the connection's host."
-        )
-    message = f"The Luma API accepted the key on the {' and '.join(reached)} endpoints."
-    if gone:
-        message += f" The {' and '.join(gone)} endpoints are gone from this server."
-    return True, message
 
 
 def _luma_ai_fetch(

@@ -12,12 +12,12 @@ from airflow.providers.common.compat.connection import get_async_connection, get
 from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
 
 from airflow_provider_luma import outcome
-from airflow_provider_luma.connection_form import ui_field_behaviour
+from airflow_provider_luma.connection_form import connection_form_widgets, ui_field_behaviour
 from airflow_provider_luma.create_requests import CreateRequest, build_create_request
 from airflow_provider_luma.errors import LumaConfigurationError
-from airflow_provider_luma.hooks import download, waits
+from airflow_provider_luma.hooks import connection_test, download, waits
 from airflow_provider_luma.hooks.answers import error_for_response, parse_json
-from airflow_provider_luma.hooks.endpoints import create_plan, fetch_plan, fetch_plans, probe_plan
+from airflow_provider_luma.hooks.endpoints import create_plan, fetch_plan, fetch_plans
 from airflow_provider_luma.hooks.plans import Plan, arun_plan, arun_plans, run_plan, run_plans
 from airflow_provider_luma.hooks.settings import API_HOLD_SECONDS, DEFAULT_HOST, SETTINGS_CACHE, LumaSettings
 from airflow_provider_luma.hooks.transport import AsyncTransport, SyncTransport
@@ -71,8 +71,13 @@ class LumaHook(BaseHook):
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """The connection form (Airflow below 3.2): only the host and the API key matter."""
+        """The connection form's standard fields (Airflow below 3.2; 3.2+ reads the provider info)."""
         return ui_field_behaviour()
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """The connection form's fields of the common extras (Airflow below 3.2; 3.2+ reads the provider info)."""
+        return connection_form_widgets()
 
     # -- connection ------------------------------------------------------------------------------
 
@@ -418,13 +423,11 @@ class LumaHook(BaseHook):
 
     def test_connection(self) -> tuple[bool, str]:
         """
-        Check the key without paying (see :func:`~airflow_provider_luma.hooks.endpoints.probe_plan`):
-        used by the Test button of the Airflow UI.
+        Check the key for free (the UI's **Test** button, ``airflow connections test``): the message
+        names the endpoint families the key reaches, or what to fix. See
+        :func:`~airflow_provider_luma.hooks.connection_test.check_connection`.
         """
-        try:
-            return self.run(probe_plan(self.settings))
-        except LumaConfigurationError as error:
-            return False, error.message
+        return connection_test.check_connection(self)
 
     # -- video download --------------------------------------------------------------------------
 

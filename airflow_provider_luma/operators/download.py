@@ -9,18 +9,28 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator, Context, ObjectStoragePath
 
+from airflow_provider_luma import outcome
 from airflow_provider_luma.errors import LumaInputError
 from airflow_provider_luma.hooks import download
 from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.models import Generation, normalize_generation_ids
 from airflow_provider_luma.operators import lineage
+from airflow_provider_luma.operators.links import (
+    DOWNLOAD,
+    DOWNLOADED_VIDEOS_XCOM_KEY,
+    MAX_VIDEO_LINKS,
+    LumaVideoLinks,
+    materialized,
+    video_links,
+)
+from airflow_provider_luma.operators.parse_checks import names_task
 from airflow_provider_luma.sensors.luma import is_literal
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
 
 
-class LumaDownloadVideoOperator(BaseOperator):
+class LumaDownloadVideoOperator(LumaVideoLinks, BaseOperator):
     """
     Download the videos of completed Luma generations to a local path or object storage.
 
@@ -47,7 +57,10 @@ class LumaDownloadVideoOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("generation", "destination", "luma_conn_id")
     ui_color = "#d9ccf7"
+    luma_video_source = DOWNLOAD
+    operator_extra_links = video_links(DOWNLOAD, MAX_VIDEO_LINKS)
 
+    @names_task
     def __init__(
         self,
         *,
@@ -60,10 +73,11 @@ class LumaDownloadVideoOperator(BaseOperator):
         self.generation = generation
         self.destination = destination
         self.luma_conn_id = luma_conn_id
+        self.expect_videos(generation)
         if is_literal(generation):
             self._items()
         if destination is None or (isinstance(destination, str) and not destination.strip()):
-            raise LumaInputError(f"{type(self).__name__} {self.task_id!r}: give a destination for the videos.")
+            raise LumaInputError("give a destination for the videos.")
 
     @cached_property
     def hook(self) -> LumaHook:
@@ -79,7 +93,7 @@ class LumaDownloadVideoOperator(BaseOperator):
             ids = normalize_generation_ids(value, parameter="generation")
             return ids, "," in value
         if isinstance(value, Iterable):
-            items = list(value)  # also resolves a lazy XCom sequence of a mapped task
+            items = list(materialized(value))  # a mapped task's lazy XCom sequence, read in one call
             if not items:
                 raise LumaInputError("generation is an empty list: there is nothing to download.")
             for item in items:
@@ -118,6 +132,17 @@ class LumaDownloadVideoOperator(BaseOperator):
             path = self.hook.download_video(generation, target, into_folder=into_folder)
             written.append(lineage.WrittenVideo(generation, path, _file_size(path)))
         self._written = written
+        self.remember_videos(video.generation for video in written)
+        # The source of each file (what the task's "Luma video" links open), and the file it went to.
+        context["ti"].xcom_push(
+            key=DOWNLOADED_VIDEOS_XCOM_KEY,
+            value=outcome.storable(
+                [
+                    {"generation_id": v.generation.id, "video_url": v.generation.video_url, "path": str(v.target)}
+                    for v in written
+                ]
+            ),
+        )
         lineage.emit_asset_events(context, self.outlets or (), written)
         paths = [str(video.target) for video in written]
         return paths if several else paths[0]

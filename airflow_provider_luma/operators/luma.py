@@ -13,9 +13,7 @@ from airflow.providers.common.compat.sdk import (
     AirflowFailException,
     AirflowSkipException,
     BaseOperator,
-    BaseOperatorLink,
     Context,
-    XCom,
 )
 
 from airflow_provider_luma import outcome
@@ -30,8 +28,18 @@ from airflow_provider_luma.models import (
 )
 from airflow_provider_luma.operators import lineage
 from airflow_provider_luma.operators.download import LumaDownloadVideoOperator, api_namespace
-from airflow_provider_luma.operators.retries import (
+from airflow_provider_luma.operators.links import (
+    GENERATE,
     GENERATION_ID_XCOM_KEY,
+    VIDEO_URL_XCOM_KEY,
+    LumaVideoLinks,
+    video_links,
+)
+from airflow_provider_luma.operators.links import (
+    LumaVideoLink as LumaVideoLink,  # where DAGs serialized before 0.3 name it
+)
+from airflow_provider_luma.operators.parse_checks import names_task
+from airflow_provider_luma.operators.retries import (
     REUSE_STATE_KEY,
     forget_generation,
     not_retrying,
@@ -43,29 +51,14 @@ from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
 from airflow_provider_luma.waiting import Finished
 
 if TYPE_CHECKING:
-    from airflow.providers.common.compat.sdk import TaskInstanceKey
     from airflow.providers.openlineage.extractors import OperatorLineage
 
-#: XCom key of the finished video's URL, read by :class:`LumaVideoLink`.
-VIDEO_URL_XCOM_KEY = "video_url"
 #: The ``next_method`` Airflow resumes a deferred task with when its trigger crashed or its deferral timed out.
 TRIGGER_FAILED_METHOD = "__fail__"
 #: How long the generate operator waits for ``completed`` unless told otherwise.
 DEFAULT_WAIT_TIMEOUT = timedelta(hours=1)
 #: The operator's create parameters: the prompt and every parameter any model takes (one definition).
 _CREATE_FIELDS = ("prompt", *CREATE_PARAMETERS)
-
-
-class LumaVideoLink(BaseOperatorLink):
-    """The "Luma video" button of a generate task: opens the generated video once it is known."""
-
-    name = "Luma video"
-
-    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        """The video URL the task pushed to XCom (``video_url``), or ``""`` while there is none."""
-        url = XCom.get_value(ti_key=ti_key, key=VIDEO_URL_XCOM_KEY)
-        # Only ever hand the browser a web link, whatever the API put in the field.
-        return url if isinstance(url, str) and url.startswith(("https://", "http://")) else ""
 
 
 def normalize_keyframes(keyframes: Any) -> Any:
@@ -99,7 +92,7 @@ def _normalize_frame(slot: Any, frame: Any) -> Any:
     return {"type": "generation", "id": frame["id"]}
 
 
-class LumaGenerateVideoOperator(BaseOperator):
+class LumaGenerateVideoOperator(LumaVideoLinks, BaseOperator):
     """
     Generate a video with Luma's Dream Machine and, by default, wait until it is completed.
 
@@ -197,9 +190,10 @@ class LumaGenerateVideoOperator(BaseOperator):
 
     template_fields: Sequence[str] = (*_CREATE_FIELDS, "luma_conn_id")
     template_fields_renderers: ClassVar[dict[str, str]] = {"keyframes": "json"}
-    operator_extra_links = (LumaVideoLink(),)
+    operator_extra_links = video_links(GENERATE, 1)
     ui_color = "#b69cf2"
 
+    @names_task
     def __init__(
         self,
         *,
@@ -348,10 +342,6 @@ class LumaGenerateVideoOperator(BaseOperator):
     def _push_generation(self, context: Context, generation: Generation) -> None:
         # Pushed before any wait, so the id is known even if the wait fails or the worker dies.
         context["ti"].xcom_push(key=GENERATION_ID_XCOM_KEY, value=generation.id)
-        # No video yet; pushing the key now spares Airflow 3 an "XCom not found" error in the log when
-        # it asks LumaVideoLink for the link of a task that ends without one. "" not None: Airflow 3.0's
-        # execution API refuses an XCom whose value is null.
-        context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=outcome.storable_video_url(generation))
 
     def _wait(self, context: Context, generation: Generation) -> dict[str, Any]:
         """Wait for ``generation`` to complete: deferred to the triggerer, or here in the worker."""
@@ -436,7 +426,9 @@ class LumaGenerateVideoOperator(BaseOperator):
         (generation,) = outcome.settle(finished, role="generate")
         # Built and checked storable first: had anything failed, the retry must still find the generation.
         result = self._result(generation)
-        context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=outcome.storable_video_url(generation))
+        if generation.video_url:
+            context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=outcome.storable_video_url(generation))
+        self.remember_videos([generation])
         # Succeeded: a later run (a cleared task) must get a new video, not this one.
         forget_generation(context)
         self.log.info("Luma generation %s is completed: %s", generation.id, result.get("video_url") or "no video URL")

@@ -13,9 +13,8 @@ from typing import Any
 from airflow.providers.common.compat.sdk import Context
 
 from airflow_provider_luma.create_requests import CreateRequest
+from airflow_provider_luma.operators.links import GENERATION_ID_XCOM_KEY
 
-#: XCom key of the generation id, pushed as soon as the generation exists (before any wait).
-GENERATION_ID_XCOM_KEY = "generation_id"
 #: Task state key (Airflow 3.3+ ``task_state_store``) of the generation a try submitted, for the next try.
 REUSE_STATE_KEY = "luma_generation"
 

@@ -14,6 +14,14 @@ from airflow_provider_luma import outcome
 from airflow_provider_luma.errors import LumaInputError
 from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.models import ApiFamily, GenerationRef, GenerationState, normalize_generation_refs
+from airflow_provider_luma.operators.links import (
+    MAX_VIDEO_LINKS,
+    SENSOR,
+    LumaVideoLinks,
+    materialized,
+    video_links,
+)
+from airflow_provider_luma.operators.parse_checks import names_task
 from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
 from airflow_provider_luma.waiting import PACING_FLOORS, Finished, Wait
 
@@ -36,7 +44,7 @@ def is_literal(value: Any) -> bool:
     return isinstance(value, (int, float, bool)) or value is None
 
 
-class LumaGenerationSensor(BaseSensorOperator):
+class LumaGenerationSensor(LumaVideoLinks, BaseSensorOperator):
     """
     Wait until one or several Luma generations reach ``target_state``; fail the task if one fails.
 
@@ -73,7 +81,10 @@ class LumaGenerationSensor(BaseSensorOperator):
 
     template_fields: Sequence[str] = ("generation_id", "generation_ids", "luma_conn_id")
     ui_color = "#c9b8f5"
+    luma_video_source = SENSOR
+    operator_extra_links = video_links(SENSOR, MAX_VIDEO_LINKS)
 
+    @names_task
     def __init__(
         self,
         *,
@@ -90,11 +101,11 @@ class LumaGenerationSensor(BaseSensorOperator):
         self._given_poke_interval = "poke_interval" in kwargs
         super().__init__(**kwargs)
         if (generation_id is None) == (generation_ids is None):
-            raise LumaInputError(
-                f"{type(self).__name__} {self.task_id!r}: give exactly one of generation_id or generation_ids."
-            )
+            raise LumaInputError("give exactly one of generation_id or generation_ids.")
         self.generation_id = generation_id
         self.generation_ids = generation_ids
+        # One "Luma video" link per generation, as far as the DAG file tells (links are fixed at parse time).
+        self.expect_videos(self._given_ids, single=generation_ids is None)
         self.target_state = GenerationState.waitable(target_state).value
         self.luma_conn_id = luma_conn_id
         self.api = ApiFamily.parse(api).value if api is not None else None
@@ -114,7 +125,7 @@ class LumaGenerationSensor(BaseSensorOperator):
     def _resolve_ids(self, resolve: bool = False) -> list[GenerationRef]:
         """The generations, as refs: once per entry point (``resolve``: their families decided by the connection)."""
         parameter = "generation_id" if self.generation_ids is None else "generation_ids"
-        refs = normalize_generation_refs(self._given_ids, parameter=parameter, api=self.api)
+        refs = normalize_generation_refs(materialized(self._given_ids), parameter=parameter, api=self.api)
         if self.generation_ids is None and len(refs) != 1:
             raise LumaInputError(f"generation_id must be one id, got {len(refs)}: use generation_ids for several.")
         return [ref.resolved(self.hook.settings.api) for ref in refs] if resolve else refs
@@ -183,4 +194,5 @@ class LumaGenerationSensor(BaseSensorOperator):
 
     def _finish(self, finished: Finished) -> Any:
         generations = outcome.settle(finished, role="sensor", soft_fail=self.soft_fail)
+        self.remember_videos(generations)
         return outcome.sensor_result(generations, one=self.generation_ids is None)

@@ -82,13 +82,13 @@ class TestConnection:
 
     def test_ui_form_hides_what_does_not_matter(self):
         behaviour = LumaHook.get_ui_field_behaviour()
-        assert set(behaviour["hidden_fields"]) == {"schema", "port", "login"}
+        assert set(behaviour["hidden_fields"]) == {"schema", "login"}  # the port: for Airflow 3's Test button
         assert behaviour["relabeling"] == {"password": "API key"}
 
     def test_test_connection_accepts_a_good_key(self, luma_conn):
         assert LumaHook().test_connection() == (
             True,
-            "The Luma API accepted the key on the luma-ai and video endpoints.",
+            f"The Luma API at {luma_conn.base_url} accepted the key on the luma-ai and video endpoints.",
         )
         assert luma_conn.count("create") == 0  # the check costs nothing
 

@@ -12,9 +12,7 @@ import pytest
 
 from airflow_provider_luma.create_requests import build_create_request
 from airflow_provider_luma.errors import (
-    LumaAuthenticationError,
     LumaError,
-    LumaNotFoundError,
     LumaResponseError,
     LumaRouteNotFoundError,
     LumaValidationError,
@@ -144,25 +142,3 @@ def test_a_create_answer_without_a_usable_id_is_paid_for_and_says_so(answer):
     with pytest.raises(LumaResponseError) as raised:
         step(endpoints.create_plan(SETTINGS, build_create_request("a fox")), [answer])
     assert raised.value.maybe_created
-
-
-# -- the Test button ------------------------------------------------------------------------------------
-
-
-def test_the_probe_asks_each_family_once_without_retries_and_says_what_it_learned():
-    calls, (ok, message) = step(
-        endpoints.probe_plan(SETTINGS),
-        [LumaNotFoundError("no such generation"), LumaRouteNotFoundError("Cannot GET /v2/video/generations")],
-    )
-    assert [c.max_retries for c in calls] == [0, 0]
-    assert ok
-    assert (
-        message
-        == "The Luma API accepted the key on the luma-ai endpoints. The video endpoints are gone from this server."
-    )
-
-
-def test_the_probe_stops_at_a_rejected_key():
-    calls, (ok, message) = step(endpoints.probe_plan(SETTINGS), [LumaAuthenticationError("401")])
-    assert len(calls) == 1
-    assert (ok, "rejected the key (401)" in message) == (False, True)
