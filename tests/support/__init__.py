@@ -10,7 +10,14 @@ Helpers shared by the tests, in one place: test modules import them from here, n
 - :mod:`.stub_server`: a loopback HTTP server whose answers a test writes itself;
 - :mod:`.simulator_calls`: plain HTTP calls to a simulator, as an API client would make them;
 - :mod:`.dag_runner`: running a DAG file with ``dag.test()`` on every supported Airflow;
-- :mod:`.deployment`: a real Airflow deployment (scheduler, triggerer, ...) on loopback.
+- :mod:`.deployment`: a real Airflow deployment (scheduler, triggerer, ...) on loopback;
+- :mod:`.budget`: windows of a request log, and client processes sharing a call budget;
+- :mod:`.redis_server`: a redis-server of the test's own on loopback.
+- :mod:`.links`: a task instance's extra links as Airflow's web tier works them out;
+- :mod:`.deployment`: a real Airflow deployment (scheduler, triggerer, ...) on loopback;
+- :mod:`.examples`: the example DAGs run on such a deployment;
+- :mod:`.markers`: the ``deployment`` mark of the folders whose tests start one;
+- :mod:`.browser`: headless Chromium (Debian's) driving Airflow's UI.
 
 Fixtures live in each folder's ``conftest.py``.
 """
