@@ -30,15 +30,18 @@ _RENDERED_OBJECT_CHARS = frozenset("'\"[](){}")
 
 class ApiFamily(StrEnum):
     """
-    The service's two families of video endpoints; a generation lives in the one that created it.
+    The families of video endpoints; a generation lives in the one that created it.
 
-    ``luma-ai``: ``/v2/generate/video/luma-ai/...``, the seed's endpoints, with the 30 s long poll.
-    ``video``: ``/v2/video/generations``, the universal endpoint of the service's current models
-    (``luma/ray-2``, ``luma/ray-3.2`` ...), which answers at once and is polled on an interval.
+    ``luma-ai``: the AI/ML API's ``/v2/generate/video/luma-ai/...``, the seed's endpoints, with the 30 s
+    long poll. ``video``: the AI/ML API's ``/v2/video/generations``, the universal endpoint of the
+    service's current models (``luma/ray-2``, ``luma/ray-3.2`` ...), which answers at once and is polled
+    on an interval. ``dream-machine``: Luma's own API (``https://api.lumalabs.ai/dream-machine/v1``),
+    reached by a connection whose ``backend`` is ``luma``; it answers at once and can cancel.
     """
 
     LUMA_AI = "luma-ai"
     VIDEO = "video"
+    DREAM_MACHINE = "dream-machine"
 
     @property
     def holds(self) -> bool:

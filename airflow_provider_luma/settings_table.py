@@ -20,6 +20,10 @@ from typing import Any, Literal
 
 #: The API's base URL when the connection's host is empty.
 DEFAULT_HOST = "https://api.aimlapi.com"
+#: Luma's own API: a connection with this host talks to it unless its ``backend`` extra says otherwise.
+LUMA_HOST = "https://api.lumalabs.ai"
+#: The path of Luma's Dream Machine API below the host.
+LUMA_BASE_PATH = "/dream-machine/v1"
 #: The most seconds any time setting may hold: a day. Beyond it a socket time-out overflows ``time_t``.
 MAX_SECONDS = 86400.0
 #: How long the API holds a long poll at most; a read time-out must exceed it.
@@ -143,8 +147,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_backoff", "seconds", 60.0, "Longest back-off (s)",
             "Cap in seconds of a wait's back-off after polls that failed transiently.",
             minimum=0.1),
+    Setting("backend", "choice", None, "Backend",
+            "Which API the key belongs to: `aimlapi` (the AI/ML API) or `luma` (Luma's own Dream Machine API, "
+            "`/dream-machine/v1` added to the host; its generations are polled every `poll_interval` seconds "
+            "and can be cancelled).",
+            choices=("aimlapi", "luma"), default_text="`luma` for host https://api.lumalabs.ai, else `aimlapi`"),
     Setting("api", "family", "luma-ai", "Endpoint family of bare ids",
-            "Endpoint family of a bare generation id: `luma-ai`, or `video` (the universal endpoint).",
+            "Endpoint family of a bare generation id on the AI/ML API: `luma-ai`, or `video` (the universal "
+            "endpoint). A `luma` backend has one family, `dream-machine`.",
             choices=("luma-ai", "video")),
     Setting("long_poll_hold", "seconds", API_HOLD_SECONDS, "Server hold (s)",
             "How long the server holds a long poll at most; an answer far sooner with nothing at the target "

@@ -39,6 +39,7 @@ from airflow_provider_luma.errors import (
     LumaServerError,
     LumaValidationError,
 )
+from airflow_provider_luma.models import ApiFamily, Generation, is_wellformed_id
 
 #: Largest successful answer read, in bytes (a generation is a few KB): a huge one fails the call
 #: instead of filling a triggerer's memory.
@@ -335,3 +336,25 @@ def _causes(error: BaseException, depth: int = 6) -> list[BaseException]:
             if isinstance(inner, BaseException) and inner is not error:
                 found.extend(_causes(inner, depth - 1))
     return found
+
+
+def created_generation(payload: Any, api: ApiFamily) -> Generation:
+    """
+    The generation a create answered (2xx), of family ``api``. An answer without a usable id is a
+    :class:`LumaResponseError` that says the generation exists anyway (``maybe_created``: never resent).
+    """
+    try:
+        generation = Generation.from_api(payload, api=api)
+        if not is_wellformed_id(generation.id):
+            # It would go into XCom, the retry record, URLs and file names: unusable, though paid for.
+            raise LumaResponseError(
+                "The Luma API answered the create with an unusable id "
+                f"({outcome.storable_text(repr(generation.id), 200)})."
+            )
+        return generation
+    except LumaResponseError as error:
+        # The API answered 2xx: the generation exists and is paid for, we just cannot tell its id.
+        error.message += " The generation was created anyway: check your account before submitting again."
+        error.args = (error.message,)
+        error.maybe_created = True
+        raise

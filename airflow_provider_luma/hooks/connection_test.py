@@ -38,7 +38,8 @@ def check_connection(hook: LumaHook) -> tuple[bool, str]:
     base = settings.base_url
     reached: list[str] = []
     gone: list[str] = []
-    for family in ApiFamily:
+    families = [ApiFamily.DREAM_MACHINE] if settings.on_luma else [ApiFamily.LUMA_AI, ApiFamily.VIDEO]
+    for family in families:
         try:
             ref = GenerationRef(PROBE_GENERATION_ID, family)
             hook.run(fetch_plan(settings, ref, deadline=time.time() + PROBE_TIMEOUT, retries=0))
@@ -65,9 +66,11 @@ def check_connection(hook: LumaHook) -> tuple[bool, str]:
     if not reached:
         return False, (
             f"The server at {base} has no Luma endpoints: it answered 'no such route' (404 'Cannot GET ...') on "
-            f"the {' and the '.join(gone)} endpoints, so the key was not checked. It is not the AI/ML API, or "
-            "the host's path is wrong: check the connection's host."
+            f"the {' and the '.join(gone)} endpoints, so the key was not checked. It is not {settings.backend_name}, "
+            "or the host's path is wrong: check the connection's host."
         )
+    if settings.on_luma:
+        return True, f"Luma's Dream Machine API at {base} accepted the key (backend luma: it can cancel)."
     message = f"The Luma API at {base} accepted the key on the {' and '.join(reached)} endpoints."
     if gone:
         message += f" The {' and '.join(gone)} endpoints are gone from this server."

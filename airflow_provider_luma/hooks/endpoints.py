@@ -1,7 +1,9 @@
 """
-The service's two endpoint families: paths, query spellings and answers, as plans of calls.
+The endpoint families: paths, query spellings and answers, as plans of calls.
 
-``luma-ai`` (the seed's, with the 30 s long poll) and ``video`` (the universal endpoint, no hold).
+The AI/ML API's ``luma-ai`` (the seed's, with the 30 s long poll) and ``video`` (the universal
+endpoint, no hold) are here; Luma's own ``dream-machine`` (no hold, with cancel) is in
+:mod:`.dream_machine`, and the plans here hand its generations over to it.
 Two things are learned once per process and base URL, because the service's documents disagree
 with themselves or the service has moved on:
 
@@ -26,7 +28,9 @@ from typing import Any, TypeVar
 
 from airflow_provider_luma import outcome
 from airflow_provider_luma.create_requests import CreateRequest, to_universal
-from airflow_provider_luma.errors import LumaResponseError, LumaRouteNotFoundError, LumaValidationError
+from airflow_provider_luma.errors import LumaRouteNotFoundError, LumaValidationError
+from airflow_provider_luma.hooks import dream_machine
+from airflow_provider_luma.hooks.answers import created_generation
 from airflow_provider_luma.hooks.plans import Answer, Call, Plan
 from airflow_provider_luma.hooks.settings import LumaSettings
 from airflow_provider_luma.models import (
@@ -34,7 +38,6 @@ from airflow_provider_luma.models import (
     Generation,
     GenerationRef,
     GenerationState,
-    is_wellformed_id,
     parse_generation_list,
 )
 
@@ -171,7 +174,12 @@ def forget_learned_behaviour() -> None:
 
 
 def create_plan(settings: LumaSettings, request: CreateRequest) -> Plan[Generation]:
-    """Create a generation in the request's family; falls back to the universal endpoint if ``luma-ai`` is gone."""
+    """
+    Create a generation in the request's family; falls back to the universal endpoint if ``luma-ai`` is
+    gone. On a ``luma`` backend, on Luma's API, whatever the request's family (:mod:`.dream_machine`).
+    """
+    if settings.on_luma:
+        return (yield from dream_machine.create_plan(request))
     if request.api is ApiFamily.LUMA_AI and not luma_ai_gone(settings):
         try:
             answer = yield Call(
@@ -189,29 +197,11 @@ def create_plan(settings: LumaSettings, request: CreateRequest) -> Plan[Generati
 
 
 def _created_luma_ai(payload: Any) -> Generation:
-    return _created(payload, ApiFamily.LUMA_AI)
+    return created_generation(payload, ApiFamily.LUMA_AI)
 
 
 def _created_video(payload: Any) -> Generation:
-    return _created(payload, ApiFamily.VIDEO)
-
-
-def _created(payload: Any, api: ApiFamily) -> Generation:
-    try:
-        generation = Generation.from_api(payload, api=api)
-        if not is_wellformed_id(generation.id):
-            # It would go into XCom, the retry record, URLs and file names: unusable, though paid for.
-            raise LumaResponseError(
-                "The Luma API answered the create with an unusable id "
-                f"({outcome.storable_text(repr(generation.id), 200)})."
-            )
-        return generation
-    except LumaResponseError as error:
-        # The API answered 2xx: the generation exists and is paid for, we just cannot tell its id.
-        error.message += " The generation was created anyway: check your account before submitting again."
-        error.args = (error.message,)
-        error.maybe_created = True
-        raise
+    return created_generation(payload, ApiFamily.VIDEO)
 
 
 # -- fetch -------------------------------------------------------------------------------------
@@ -231,6 +221,8 @@ def fetch_plan(
     :param retries: Retries of the call instead of the connection's (see :class:`~.plans.Call`).
     """
     what = f"fetching generation {ref.id}"
+    if ref.api is ApiFamily.DREAM_MACHINE:
+        return (yield from dream_machine.fetch_plan(ref, deadline, retries))
     if ref.api is ApiFamily.VIDEO:
         answer = yield Call(
             "GET",
@@ -274,13 +266,13 @@ def fetch_plans(
 ) -> list[Plan[list[Generation]]]:
     """
     The chunking rule: the plans that fetch ``refs`` (families decided), to be run at once. Universal
-    generations one call each, never held; ``luma-ai`` ones one single fetch for one id, else one
+    and Dream Machine generations one call each, never held; ``luma-ai`` ones one single fetch for one id, else one
     multi-fetch per ``ids_per_request`` ids, **each** held for ``target`` when given.
     """
     plans: list[Plan[list[Generation]]] = []
-    luma_ai = [ref for ref in refs if ref.api is not ApiFamily.VIDEO]
+    luma_ai = [ref for ref in refs if ref.api in (None, ApiFamily.LUMA_AI)]
     for ref in refs:
-        if ref.api is ApiFamily.VIDEO:
+        if ref.api not in (None, ApiFamily.LUMA_AI):
             plans.append(_listed(fetch_plan(settings, ref, None, deadline, retries)))
     if len(luma_ai) == 1:
         plans.append(_listed(fetch_plan(settings, luma_ai[0], target, deadline, retries)))

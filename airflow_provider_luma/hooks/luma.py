@@ -15,7 +15,7 @@ from airflow_provider_luma import outcome
 from airflow_provider_luma.connection_form import connection_form_widgets, ui_field_behaviour
 from airflow_provider_luma.create_requests import CreateRequest, build_create_request
 from airflow_provider_luma.errors import LumaConfigurationError
-from airflow_provider_luma.hooks import connection_test, download, waits
+from airflow_provider_luma.hooks import connection_test, download, dream_machine, waits
 from airflow_provider_luma.hooks.answers import error_for_response, parse_json
 from airflow_provider_luma.hooks.endpoints import create_plan, fetch_plan, fetch_plans
 from airflow_provider_luma.hooks.plans import Plan, arun_plan, arun_plans, run_plan, run_plans
@@ -36,12 +36,15 @@ __all__ = [
 
 class LumaHook(BaseHook):
     """
-    Interact with Luma AI's Dream Machine video generation through the AI/ML API.
+    Interact with Luma AI's Dream Machine video generation through the AI/ML API or Luma's own API.
 
-    Speaks both of the service's endpoint families: ``luma-ai`` (the long-poll endpoints) and the
-    universal video endpoint (``luma/ray-2``, ``luma/ray-3.2`` ...). A generation, a generation dict
-    or an id of the ``<uuid>:luma/<model>`` form says which family it lives in; a bare id uses the
-    connection's ``api`` extra.
+    The connection's ``backend`` extra (by default chosen by its host: ``https://api.lumalabs.ai`` is
+    ``luma``) says which. On the AI/ML API it speaks both of the service's endpoint families:
+    ``luma-ai`` (the long-poll endpoints) and the universal video endpoint (``luma/ray-2``,
+    ``luma/ray-3.2`` ...); a generation, a generation dict or an id of the ``<uuid>:luma/<model>``
+    form says which family it lives in; a bare id uses the connection's ``api`` extra. On Luma's API
+    (``dream-machine``) the same calls take the same model names and durations, mapped to Luma's, and
+    generations can be cancelled (:meth:`cancel_generation`).
 
     Every method has an async twin (``a``-prefixed) for triggers and async tasks. Used as
     ``async with hook:``, the hook makes all its async calls on one HTTP session, shared with every
@@ -232,8 +235,8 @@ class LumaHook(BaseHook):
         :param api: The family of bare ids; default: the connection's ``api`` extra.
         :param settings: The connection's settings, when the caller has them (async code).
         """
-        default = (settings or self.settings).api
-        return [ref.resolved(default) for ref in normalize_generation_refs(generations, api=api)]
+        settings = settings or self.settings
+        return [dream_machine.resolve(settings, ref) for ref in normalize_generation_refs(generations, api=api)]
 
     def get_generation(
         self, generation: Any, state: str | None = None, *, deadline: float | None = None, api: str | None = None
@@ -302,6 +305,29 @@ class LumaHook(BaseHook):
         settings = await self.asettings()
         plans = fetch_plans(settings, step.refs, step.target if step.hold else None, step.deadline, step.retries)
         return [generation for answer in await self.arun_all(plans) for generation in answer]
+
+    # -- API: cancel ------------------------------------------------------------------------------
+
+    def cancel_generation(self, generation: Any, *, deadline: float | None = None) -> None:
+        """
+        Cancel a generation on Luma's own API: ``DELETE /generations/{id}``. Luma documents it as
+        deleting the generation; whether that stops the render or its billing, it does not say.
+
+        :param generation: The generation's id, or a generation dict.
+        :param deadline: UNIX time by which the call (with its retries) gives up.
+        :raises LumaInputError: On the AI/ML API, which has no cancel (nothing is sent).
+        :raises LumaNotFoundError: When Luma has no such generation (already deleted, or never made).
+        """
+        (ref,) = self.refs([generation])
+        self.run(dream_machine.cancel_plan(self.settings, ref, deadline))
+        self.log.info("Cancelled Luma generation %s (deleted on Luma's API).", ref.id)
+
+    async def acancel_generation(self, generation: Any, *, deadline: float | None = None) -> None:
+        """Async twin of :meth:`cancel_generation`."""
+        settings = await self.asettings()
+        (ref,) = self.refs([generation], settings=settings)
+        await self.arun(dream_machine.cancel_plan(settings, ref, deadline))
+        self.log.info("Cancelled Luma generation %s (deleted on Luma's API).", ref.id)
 
     # -- API: wait -------------------------------------------------------------------------------
 

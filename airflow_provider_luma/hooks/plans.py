@@ -27,7 +27,7 @@ class Call:
     """
     One HTTP call to the API.
 
-    :param method: ``GET`` or ``POST``.
+    :param method: ``GET``, ``POST`` or ``DELETE`` (Luma's cancel).
     :param path: Path below the connection's base URL.
     :param what: What the call does, for messages ("fetching generation X").
     :param params: Query parameters.

@@ -22,7 +22,16 @@ from urllib.parse import urlsplit
 from airflow_provider_luma.errors import LumaConfigurationError
 from airflow_provider_luma.models import ApiFamily
 from airflow_provider_luma.outcome import safe_url
-from airflow_provider_luma.settings_table import API_HOLD_SECONDS, DEFAULT_HOST, DEFAULTS, SETTING, SETTINGS, Setting
+from airflow_provider_luma.settings_table import (
+    API_HOLD_SECONDS,
+    DEFAULT_HOST,
+    DEFAULTS,
+    LUMA_BASE_PATH,
+    LUMA_HOST,
+    SETTING,
+    SETTINGS,
+    Setting,
+)
 from airflow_provider_luma.version import __version__
 from airflow_provider_luma.waiting import WaitPacing, checked_number
 
@@ -69,13 +78,16 @@ class LumaSettings:
     is an attribute of the same name (declared in :mod:`airflow_provider_luma.settings_table`).
 
     :param conn_id: The connection id (for messages).
-    :param base_url: Scheme, host and optional port/path prefix of the API.
+    :param base_url: Scheme, host and optional port/path prefix of the API (on a ``luma`` backend, with
+        ``/dream-machine/v1``).
     :param api_key: The API key (the connection's password).
+    :param backend: ``aimlapi`` or ``luma``: the ``backend`` extra, or chosen by the host when unset.
     """
 
     conn_id: str
     base_url: str
     api_key: str
+    backend: str = "aimlapi"
     timeout: float = DEFAULTS["timeout"]
     connect_timeout: float = DEFAULTS["connect_timeout"]
     max_retries: int = DEFAULTS["max_retries"]
@@ -106,7 +118,7 @@ class LumaSettings:
         api_key = (conn.password or "").strip()
         if not api_key:
             raise LumaConfigurationError(
-                f"Connection {conn_id!r} has no API key: put your AI/ML API key in its password field."
+                f"Connection {conn_id!r} has no API key: put your AI/ML API or Luma API key in its password field."
             )
         base_url = _base_url(conn)
         values = read_extras(extras, conn_id)
@@ -124,6 +136,12 @@ class LumaSettings:
                 f"Connection {conn_id!r} points at {safe_url(base_url)!r} over plain http, which would send the API "
                 "key in clear text: use https, or set the extra allow_insecure_http to true if you really mean it."
             )
+        values["backend"] = values["backend"] or ("luma" if base_url.lower() == LUMA_HOST else "aimlapi")
+        if values["backend"] == "luma":
+            # Luma's API has one endpoint family: every generation of this connection lives there.
+            values["api"] = ApiFamily.DREAM_MACHINE
+            if not base_url.endswith(LUMA_BASE_PATH):
+                base_url += LUMA_BASE_PATH
         settings = cls(conn_id=conn_id, base_url=base_url, api_key=api_key, **values)
         for name in ("max_call_burst", "budget_redis_conn_id"):
             if getattr(settings, name) is not None and settings.max_calls_per_second is None:
@@ -139,6 +157,16 @@ class LumaSettings:
                 settings.long_poll_hold,
             )
         return settings
+
+    @property
+    def on_luma(self) -> bool:
+        """Whether this connection talks to Luma's own Dream Machine API (the ``luma`` backend)."""
+        return self.backend == "luma"
+
+    @property
+    def backend_name(self) -> str:
+        """The API this connection reaches, in words (for messages)."""
+        return "Luma's Dream Machine API" if self.on_luma else "the AI/ML API"
 
     @property
     def pacing(self) -> WaitPacing:

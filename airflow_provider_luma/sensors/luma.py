@@ -128,7 +128,7 @@ class LumaGenerationSensor(LumaVideoLinks, BaseSensorOperator):
         refs = normalize_generation_refs(materialized(self._given_ids), parameter=parameter, api=self.api)
         if self.generation_ids is None and len(refs) != 1:
             raise LumaInputError(f"generation_id must be one id, got {len(refs)}: use generation_ids for several.")
-        return [ref.resolved(self.hook.settings.api) for ref in refs] if resolve else refs
+        return self.hook.refs(refs) if resolve else refs
 
     @cached_property
     def hook(self) -> LumaHook:
