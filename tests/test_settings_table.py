@@ -33,6 +33,7 @@ SET_VALUES: dict[str, tuple[Any, Any]] = {
     "min_poll_interval": (0.5, 0.5),
     "max_backoff": (5, 5.0),
     "api": ("VIDEO", ApiFamily.VIDEO),
+    "backend": ("AIMLAPI", "aimlapi"),
     "long_poll_hold": (20, 20.0),
     "single_hold_param": ("status", "status"),
     "multi_hold_param": ("none", "none"),
@@ -60,6 +61,9 @@ def test_an_empty_extra_gives_the_tables_defaults_and_the_waits_own(monkeypatch)
     assert {f.name for f in fields(LumaSettings)} == {"conn_id", "base_url", "api_key", *SETTING}
     for setting in SETTINGS:
         value = getattr(settings, setting.name)
+        if setting.name == "backend":  # unset: chosen by the host, here the default one (the AI/ML API)
+            assert (setting.default, value) == (None, "aimlapi")
+            continue
         assert value == setting.default or (value, setting.default) == (ApiFamily.LUMA_AI, "luma-ai"), setting.name
         declared = next(f for f in fields(LumaSettings) if f.name == setting.name).default
         assert declared == value, f"LumaSettings.{setting.name} defaults to {declared!r}, the table to {value!r}"

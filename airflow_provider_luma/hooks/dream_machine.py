@@ -15,6 +15,7 @@ reaches one backend, and a generation of the other is refused by name, never loo
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from urllib.parse import quote
 
@@ -24,6 +25,8 @@ from airflow_provider_luma.hooks.answers import created_generation
 from airflow_provider_luma.hooks.plans import Call, Plan
 from airflow_provider_luma.hooks.settings import LumaSettings
 from airflow_provider_luma.models import ApiFamily, Generation, GenerationRef, family_hint
+
+log = logging.getLogger(__name__)
 
 #: Luma's create (the ``lumaai`` SDK's ``generations.create``); the older ``POST /generations`` is not used.
 CREATE_PATH = "/generations/video"
@@ -66,6 +69,20 @@ def cancel_plan(settings: LumaSettings, ref: GenerationRef, deadline: float | No
             "(extra backend 'luma') can cancel its generations."
         )
     yield Call("DELETE", _path(ref.id), f"cancelling generation {ref.id}", deadline=deadline)
+
+
+def cancel_unfinished_plan(settings: LumaSettings, ref: GenerationRef, deadline: float | None = None) -> Plan[bool]:
+    """
+    Cancel a generation unless it is finished: fetch it, and only if it is neither ``completed`` nor
+    ``failed``, ``DELETE`` it (a completed video is never deleted by a kill). Whether it was cancelled.
+    """
+    if ref.api is ApiFamily.DREAM_MACHINE:
+        generation = yield from fetch_plan(ref, deadline, retries=1)
+        if generation.known_state is not None and generation.known_state.is_terminal:
+            log.info("Luma generation %s is %s: not cancelling it.", ref.id, generation.state)
+            return False
+    yield from cancel_plan(settings, ref, deadline)
+    return True
 
 
 def resolve(settings: LumaSettings, ref: GenerationRef) -> GenerationRef:

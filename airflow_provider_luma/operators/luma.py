@@ -16,7 +16,7 @@ from airflow.providers.common.compat.sdk import (
     Context,
 )
 
-from airflow_provider_luma import outcome
+from airflow_provider_luma import cancel, outcome
 from airflow_provider_luma.create_requests import CREATE_PARAMETERS, CreateRequest, build_create_request
 from airflow_provider_luma.errors import LumaError, LumaGenerationFailedError, LumaInputError, LumaNotFoundError
 from airflow_provider_luma.hooks.luma import LumaHook
@@ -92,7 +92,7 @@ def _normalize_frame(slot: Any, frame: Any) -> Any:
     return {"type": "generation", "id": frame["id"]}
 
 
-class LumaGenerateVideoOperator(LumaVideoLinks, BaseOperator):
+class LumaGenerateVideoOperator(cancel.CancelOnKill, LumaVideoLinks, BaseOperator):
     """
     Generate a video with Luma's Dream Machine and, by default, wait until it is completed.
 
@@ -186,6 +186,10 @@ class LumaGenerateVideoOperator(LumaVideoLinks, BaseOperator):
         ``completed``), each logged with the seconds since the generation's creation: each long poll
         holds for the state after the latest seen instead of ``completed``, at most one more call per
         state. Default ``False`` (one long poll for ``completed``, the fewest calls).
+    :param cancel_on_kill: Cancel the generation (Luma's ``DELETE``) when a user marks the task failed
+        while it waits: in the worker (``on_kill``), or while deferred on Airflow 3.3+ (the trigger's
+        ``on_kill``). Never on clear or mark-success, never once ``completed``. Needs a connection to
+        Luma's own API (the AI/ML API has no cancel). Default ``False``: a kill keeps the paid video.
     """
 
     template_fields: Sequence[str] = (*_CREATE_FIELDS, "luma_conn_id")
@@ -216,9 +220,11 @@ class LumaGenerateVideoOperator(LumaVideoLinks, BaseOperator):
         deferrable: bool = True,
         wait_timeout: timedelta | float = DEFAULT_WAIT_TIMEOUT,
         report_progress: bool = False,
+        cancel_on_kill: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.cancel_on_kill = bool(cancel_on_kill)
         self.prompt = prompt
         self.aspect_ratio = aspect_ratio
         self.model = model
@@ -262,7 +268,9 @@ class LumaGenerateVideoOperator(LumaVideoLinks, BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         """Submit the generation (or reuse an earlier try's), then, unless told not to, wait for it."""
         body = self._create_request()
+        cancel.require_cancel(self.hook, self.cancel_on_kill)  # before paying
         generation = self._reusable_generation(context, body) or self._submit(context, body)
+        self.watch_for_kill(context, [generation.ref])
         with self._no_second_payment(context, generation.id):
             if not self.wait_for_completion:
                 result = self._result(generation, body)  # storable, checked: only then is the record forgotten
@@ -364,6 +372,7 @@ class LumaGenerateVideoOperator(LumaVideoLinks, BaseOperator):
                 luma_conn_id=self.luma_conn_id,
                 deadline=deadline,
                 report_progress=self.report_progress,
+                cancel_on_kill=self.cancel_on_kill,
             ),
             method_name="execute_complete",
             kwargs={"generation_id": generation.id},

@@ -10,7 +10,7 @@ from typing import Any
 
 from airflow.providers.common.compat.sdk import BaseSensorOperator, Context, PokeReturnValue
 
-from airflow_provider_luma import outcome
+from airflow_provider_luma import cancel, outcome
 from airflow_provider_luma.errors import LumaInputError
 from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.models import ApiFamily, GenerationRef, GenerationState, normalize_generation_refs
@@ -44,7 +44,7 @@ def is_literal(value: Any) -> bool:
     return isinstance(value, (int, float, bool)) or value is None
 
 
-class LumaGenerationSensor(LumaVideoLinks, BaseSensorOperator):
+class LumaGenerationSensor(cancel.CancelOnKill, LumaVideoLinks, BaseSensorOperator):
     """
     Wait until one or several Luma generations reach ``target_state``; fail the task if one fails.
 
@@ -75,6 +75,10 @@ class LumaGenerationSensor(LumaVideoLinks, BaseSensorOperator):
         state after the latest seen instead of ``target_state``, at most one more call per state.
         Default ``False`` (one long poll for the target, the fewest calls). On the universal endpoint
         only the log lines change.
+    :param cancel_on_kill: Cancel the generations not finished yet (Luma's ``DELETE``) when a user marks
+        the task failed: while poking (``on_kill``), or while deferred on Airflow 3.3+ (the trigger's
+        ``on_kill``). Never on clear or mark-success, never a ``completed`` one. Needs a connection to
+        Luma's own API. Default ``False``.
     :param soft_fail: Skip instead of failing when a generation fails, the wait times out or the API
         reports a permanent error.
     """
@@ -95,6 +99,7 @@ class LumaGenerationSensor(LumaVideoLinks, BaseSensorOperator):
         api: str | None = None,
         deferrable: bool = True,
         report_progress: bool = False,
+        cancel_on_kill: bool = False,
         **kwargs: Any,
     ) -> None:
         # Only a poke_interval the user gave paces universal polls; Airflow's default (60 s) would not.
@@ -111,6 +116,7 @@ class LumaGenerationSensor(LumaVideoLinks, BaseSensorOperator):
         self.api = ApiFamily.parse(api).value if api is not None else None
         self.deferrable = deferrable
         self.report_progress = bool(report_progress)
+        self.cancel_on_kill = bool(cancel_on_kill)
         # Poke mode: one wait for all pokes of a try, so that its rules (an id left out of answers
         # MISSING_ANSWERS_LIMIT times in a row) span pokes; keyed by (try number, ids).
         self._poke_wait: tuple[tuple[Any, ...], Wait] | None = None
@@ -137,10 +143,11 @@ class LumaGenerationSensor(LumaVideoLinks, BaseSensorOperator):
 
     def execute(self, context: Context) -> Any:
         """Check once; if not there yet, defer to :class:`LumaGenerationTrigger` (or poke when not deferrable)."""
-        if not self.deferrable:
-            self._resolve_ids()
-            return super().execute(context)
+        cancel.require_cancel(self.hook, self.cancel_on_kill)
         refs = self._resolve_ids(resolve=True)
+        self.watch_for_kill(context, refs)
+        if not self.deferrable:
+            return super().execute(context)
         deadline = time.time() + self.timeout
         wait = self.hook.new_wait(refs, self.target_state, deadline=deadline, report_progress=self.report_progress)
         # A quick look, bounded in all and not retried: a transient error or a slow API here is no
@@ -159,6 +166,7 @@ class LumaGenerationSensor(LumaVideoLinks, BaseSensorOperator):
                 luma_conn_id=self.luma_conn_id,
                 deadline=deadline,
                 report_progress=self.report_progress,
+                cancel_on_kill=self.cancel_on_kill,
                 **tuning,
             ),
             method_name="execute_complete",

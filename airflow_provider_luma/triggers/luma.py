@@ -9,7 +9,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_luma import outcome
+from airflow_provider_luma import cancel, outcome
 from airflow_provider_luma.errors import LumaError, LumaInputError
 from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.models import ApiFamily, GenerationRef, GenerationState, normalize_generation_refs
@@ -43,6 +43,9 @@ class LumaGenerationTrigger(BaseTrigger):
     :param report_progress: Report every state on the way: long-poll for the state after the latest
         seen instead of ``target_state`` (at most one more call per state) and log each state with the
         seconds since the generation's creation. Default ``False``: one long poll for the target.
+    :param cancel_on_kill: On Airflow 3.3+, cancel the generations not finished yet when a user marks
+        the deferred task failed (``BaseTrigger.on_kill``; never on clear or mark-success, see
+        :mod:`airflow_provider_luma.cancel`). Luma's own API only. Default ``False``.
     :param tuning: Optional pacing overrides: ``min_poll_interval``, ``poll_interval``,
         ``initial_backoff``, ``max_backoff`` (seconds).
     """
@@ -57,6 +60,7 @@ class LumaGenerationTrigger(BaseTrigger):
         report_progress: bool = False,
         *,
         refs: list[Mapping[str, Any]] | None = None,
+        cancel_on_kill: bool = False,
         **tuning: float,
     ) -> None:
         super().__init__()
@@ -70,6 +74,9 @@ class LumaGenerationTrigger(BaseTrigger):
         if not isinstance(report_progress, bool):
             raise LumaInputError(f"{self._what('report_progress')} is {report_progress!r}: expected True or False.")
         self.report_progress = report_progress
+        if not isinstance(cancel_on_kill, bool):
+            raise LumaInputError(f"{self._what('cancel_on_kill')} is {cancel_on_kill!r}: expected True or False.")
+        self.cancel_on_kill = cancel_on_kill
         self.deadline = None if deadline is None else checked_number(deadline, what=self._what("deadline"), minimum=0)
         self.tuning = {
             key: checked_number(value, what=self._what(key), minimum=PACING_FLOORS[key], maximum=MAX_SECONDS)
@@ -93,6 +100,7 @@ class LumaGenerationTrigger(BaseTrigger):
                 "luma_conn_id": self.luma_conn_id,
                 "deadline": self.deadline,
                 **({"report_progress": True} if self.report_progress else {}),
+                **({"cancel_on_kill": True} if self.cancel_on_kill else {}),
                 **self.tuning,
             },
         )
@@ -129,6 +137,20 @@ class LumaGenerationTrigger(BaseTrigger):
             )
         self.log.info("Luma wait ended: %s", event["message"])
         yield TriggerEvent(event)
+
+    async def on_kill(self) -> None:
+        """
+        Airflow 3.3+ calls this when a user acts on the deferred task (mark failed, mark success,
+        clear); with ``cancel_on_kill``, cancel the unfinished generations if the task is now
+        ``failed``, and only then (see :mod:`airflow_provider_luma.cancel`).
+        """
+        if not self.cancel_on_kill:
+            return
+        ti = getattr(self, "task_instance", None)
+        if not await cancel.akilled_by_mark_failed(ti):
+            return
+        cancelled = await cancel.acancel_unfinished(LumaHook(luma_conn_id=self.luma_conn_id), self.refs)
+        self.log.info("Task marked failed: cancelled Luma generation(s) %s.", ", ".join(cancelled) or "none")
 
 
 def _refs(

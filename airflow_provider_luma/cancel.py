@@ -1,0 +1,174 @@
+"""
+``cancel_on_kill``: cancel a Luma generation when a user marks its task failed, never otherwise.
+
+Airflow calls the same hook for very different things, and says which only through the task
+instance's state once it has acted:
+
+* In the worker, ``BaseOperator.on_kill`` runs on SIGTERM (Airflow 3.3.2:
+  ``airflow/sdk/execution_time/task_runner.py:1549``; 2.11.2: ``airflow/models/taskinstance.py:3120``),
+  which comes when a user marks the running task failed or success or clears it (the task
+  instance's state changed under it), and also when the worker itself shuts down; and on
+  ``execution_timeout`` (3.3.2 ``task_runner.py:2189``, 2.11.2 ``taskinstance.py:773``).
+* While deferred, ``BaseTrigger.on_kill`` (Airflow 3.3+ only: 3.3.2
+  ``airflow/jobs/triggerer_job_runner.py:1655-1658``) runs when the trigger is cancelled with the
+  user-action message (``triggerer_job_runner.py:1398-1413``): on mark-failed, mark-success **and**
+  clear alike; never on a trigger time-out (checked first, ``:1649-1653``), a triggerer restart or
+  redistribution. Airflow 2.11 and 3.0 never call a trigger's ``on_kill``: a deferred task's
+  generation is not cancelled there.
+
+So the cancel asks the task instance's current state (:func:`killed_by_mark_failed`): only ``failed``
+cancels. Mark-success (``success``), clear (``None``/``restarting``: the next try reuses the
+generation), a worker shutdown or an ``execution_timeout`` (still ``running``) never do, nor a
+generation already ``completed`` or ``failed`` (it is fetched first). When the state cannot be read,
+nothing is cancelled: a kill must never silently delete a user's paid video.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from airflow_provider_luma.errors import LumaConfigurationError, LumaError, LumaNotFoundError
+from airflow_provider_luma.hooks.dream_machine import cancel_unfinished_plan
+from airflow_provider_luma.hooks.luma import LumaHook
+from airflow_provider_luma.models import GenerationRef
+
+log = logging.getLogger(__name__)
+
+#: The task instance states after which a kill cancels: the user marked the task failed.
+CANCELLING_STATES = frozenset({"failed"})
+#: Seconds the cancel (its fetch and its DELETE) may take; Airflow bounds a trigger's ``on_kill`` at 30 s.
+CANCEL_SECONDS = 20.0
+
+
+def require_cancel(hook: LumaHook, cancel_on_kill: bool) -> None:
+    """
+    Refuse ``cancel_on_kill=True`` on a connection that cannot cancel, before anything is paid for.
+
+    :raises LumaConfigurationError: On the AI/ML API.
+    """
+    if cancel_on_kill and not hook.settings.on_luma:
+        raise LumaConfigurationError(
+            f"cancel_on_kill=True, but connection {hook.luma_conn_id!r} reaches the AI/ML API, which has no cancel: "
+            "use a connection to Luma's own API (extra backend 'luma'), or leave cancel_on_kill off."
+        )
+
+
+def _state(states: Any, ti: Any) -> str | None:
+    """The state of ``ti`` in Airflow 3's ``{run_id: {task_id or task_id_mapindex: state}}``."""
+    map_index = getattr(ti, "map_index", -1)
+    key = ti.task_id if map_index is None or map_index < 0 else f"{ti.task_id}_{map_index}"
+    state = (states or {}).get(ti.run_id, {}).get(key)
+    return None if state is None else str(getattr(state, "value", state))
+
+
+def task_state(ti: Any) -> tuple[bool, str | None]:
+    """
+    The current state of ``ti`` as Airflow's metadata now says it: ``(read, state)``; ``read`` is
+    false when it could not be asked (then nothing is cancelled).
+    """
+    if ti is None:
+        return False, None
+    try:
+        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance  # Airflow 3
+    except ImportError:
+        try:
+            ti.refresh_from_db()  # Airflow 2: the worker reads the metadata DB itself
+        except Exception as error:
+            log.warning("Could not read the task's state (%s): not cancelling.", type(error).__name__)
+            return False, None
+        return True, None if ti.state is None else str(getattr(ti.state, "value", ti.state))
+    try:
+        states = RuntimeTaskInstance.get_task_states(
+            dag_id=ti.dag_id, task_ids=[ti.task_id], run_ids=[ti.run_id], map_index=getattr(ti, "map_index", None)
+        )
+    except Exception as error:
+        log.warning("Could not read the task's state (%s): not cancelling.", type(error).__name__)
+        return False, None
+    return True, _state(states, ti)
+
+
+def killed_by_mark_failed(ti: Any) -> bool:
+    """Whether ``ti`` was killed because a user marked it failed (not cleared, not marked success)."""
+    return _judged(*task_state(ti))
+
+
+async def akilled_by_mark_failed(ti: Any) -> bool:
+    """Async twin of :func:`killed_by_mark_failed` (in the triggerer: the lookup must not block its loop)."""
+    return _judged(*await asyncio.to_thread(task_state, ti))
+
+
+def _judged(read: bool, state: str | None) -> bool:
+    if read and state in CANCELLING_STATES:
+        return True
+    if read:
+        log.info(
+            "The task is now %s (cleared, marked success, or still running: a later try may reuse the generation): "
+            "not cancelling.",
+            state,
+        )
+    return False
+
+
+def cancel_unfinished(hook: LumaHook, refs: Iterable[GenerationRef]) -> list[str]:
+    """
+    Cancel each generation of ``refs`` that is not finished yet (``completed`` and ``failed`` are
+    left alone, see :func:`~airflow_provider_luma.hooks.dream_machine.cancel_unfinished_plan`); the
+    ids cancelled. Errors are logged, never raised: ``on_kill`` must not fail.
+    """
+    cancelled = []
+    for ref in hook.refs(list(refs)):
+        try:
+            if hook.run(cancel_unfinished_plan(hook.settings, ref, time.time() + CANCEL_SECONDS)):
+                cancelled.append(ref.id)
+        except LumaError as error:
+            _not_cancelled(ref, error)
+    return cancelled
+
+
+async def acancel_unfinished(hook: LumaHook, refs: Iterable[GenerationRef]) -> list[str]:
+    """Async twin of :func:`cancel_unfinished`."""
+    settings = await hook.asettings()
+    cancelled = []
+    for ref in hook.refs(list(refs), settings=settings):
+        try:
+            if await hook.arun(cancel_unfinished_plan(settings, ref, time.time() + CANCEL_SECONDS)):
+                cancelled.append(ref.id)
+        except LumaError as error:
+            _not_cancelled(ref, error)
+    return cancelled
+
+
+def _not_cancelled(ref: GenerationRef, error: LumaError) -> None:
+    if isinstance(error, LumaNotFoundError):
+        log.info("Luma generation %s no longer exists: nothing to cancel.", ref.id)
+    else:
+        log.warning("Cancelling Luma generation %s failed: %s", ref.id, error.message)
+
+
+class CancelOnKill:
+    """
+    The worker half of ``cancel_on_kill`` for an operator with a ``hook``: :meth:`watch_for_kill` once the
+    generations exist; Airflow's ``on_kill`` then cancels them if the task was marked failed.
+    """
+
+    cancel_on_kill: bool = False
+    hook: LumaHook
+    _kill_target: tuple[Any, list[GenerationRef]] | None = None
+
+    def watch_for_kill(self, context: Any, refs: Iterable[GenerationRef]) -> None:
+        """From now on a kill of this task may cancel ``refs`` (with ``cancel_on_kill`` only)."""
+        if self.cancel_on_kill:
+            self._kill_target = (context.get("ti"), list(refs))
+
+    def on_kill(self) -> None:
+        """With ``cancel_on_kill``: when the task was marked failed, cancel its unfinished generations."""
+        if self._kill_target is None:
+            return
+        ti, refs = self._kill_target
+        if killed_by_mark_failed(ti):
+            cancelled = cancel_unfinished(self.hook, refs)
+            log.info("Task marked failed: cancelled Luma generation(s) %s.", ", ".join(cancelled) or "none")
