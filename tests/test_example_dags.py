@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_luma.testing import SAMPLE_VIDEO_PATH, LumaSimulator
+from tests.support.connection import connection_json
 from tests.support.dag_runner import activate_declared_assets
 from tests.support.links import web_links
 
@@ -44,6 +45,7 @@ def test_every_example_dag_imports_without_network(tmp_path: Path, monkeypatch: 
         "luma_fan_out",
         "luma_extend",
         "luma_universal",
+        "luma_either_backend",
         "luma_assets_producer",
         "luma_assets_consumer",
     }
@@ -172,6 +174,30 @@ def test_universal(airflow_db, luma_conn: LumaSimulator, tmp_path: Path, monkeyp
     xcom = xcom_values(airflow_db, "luma_universal", dag_run.run_id)
     assert xcom[("wait", -1, "return_value")]["api"] == "video"
     assert xcom[("edit", -1, "return_value")]["usage"]["credits_used"] > 0
+
+
+@pytest.mark.parametrize("backend", ["aimlapi", "luma"])
+def test_either_backend_by_connection_alone(
+    airflow_db, simulator: LumaSimulator, backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The same DAG file; only the connection says which API: its backend extra.
+    monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", connection_json(simulator, backend=backend, poll_interval=2))
+    dag_run = run_example("example_luma_either_backend.py", "luma_either_backend", tmp_path, monkeypatch)
+    assert_success(dag_run)
+
+    assert len(simulator.generations()) == 1
+    xcom = xcom_values(airflow_db, "luma_either_backend", dag_run.run_id)
+    if backend == "luma":
+        (create,) = simulator.requests("dm_create")
+        assert (create["json"]["model"], create["json"]["duration"]) == ("ray-flash-2", "5s")
+        assert simulator.count("video_create") == simulator.count("video_get") == 0
+        assert xcom[("wait", -1, "return_value")]["api"] == "dream-machine"
+    else:
+        (create,) = simulator.requests("video_create")
+        assert (create["json"]["model"], create["json"]["duration"]) == ("luma/ray-flash-2", 5)
+        assert simulator.count("dm_create") == simulator.count("dm_get") == 0
+        assert xcom[("wait", -1, "return_value")]["api"] == "video"
+    assert len(videos(tmp_path)) == 1
 
 
 def videos_below(folder: Path) -> list[Path]:
