@@ -151,24 +151,23 @@ def _not_cancelled(ref: GenerationRef, error: LumaError) -> None:
 
 class CancelOnKill:
     """
-    The worker half of ``cancel_on_kill`` for an operator with a ``hook``: :meth:`watch_for_kill` once the
-    generations exist; Airflow's ``on_kill`` then cancels them if the task was marked failed.
+    The worker half of ``cancel_on_kill``: :meth:`watch_for_kill` once the generations exist;
+    Airflow's ``on_kill`` then cancels them if the task was marked failed.
     """
 
     cancel_on_kill: bool = False
-    hook: LumaHook
-    _kill_target: tuple[Any, list[GenerationRef]] | None = None
+    _kill_target: tuple[Any, LumaHook, list[GenerationRef]] | None = None
 
-    def watch_for_kill(self, context: Any, refs: Iterable[GenerationRef]) -> None:
-        """From now on a kill of this task may cancel ``refs`` (with ``cancel_on_kill`` only)."""
+    def watch_for_kill(self, context: Any, hook: LumaHook, refs: Iterable[GenerationRef]) -> None:
+        """From now on a kill of this task may cancel ``refs`` through ``hook`` (with ``cancel_on_kill`` only)."""
         if self.cancel_on_kill:
-            self._kill_target = (context.get("ti"), list(refs))
+            self._kill_target = (context.get("ti"), hook, list(refs))
 
     def on_kill(self) -> None:
         """With ``cancel_on_kill``: when the task was marked failed, cancel its unfinished generations."""
         if self._kill_target is None:
             return
-        ti, refs = self._kill_target
+        ti, hook, refs = self._kill_target
         if killed_by_mark_failed(ti):
-            cancelled = cancel_unfinished(self.hook, refs)
+            cancelled = cancel_unfinished(hook, refs)
             log.info("Task marked failed: cancelled Luma generation(s) %s.", ", ".join(cancelled) or "none")

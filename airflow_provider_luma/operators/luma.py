@@ -270,7 +270,7 @@ class LumaGenerateVideoOperator(cancel.CancelOnKill, LumaVideoLinks, BaseOperato
         body = self._create_request()
         cancel.require_cancel(self.hook, self.cancel_on_kill)  # before paying
         generation = self._reusable_generation(context, body) or self._submit(context, body)
-        self.watch_for_kill(context, [generation.ref])
+        self.watch_for_kill(context, self.hook, [generation.ref])
         with self._no_second_payment(context, generation.id):
             if not self.wait_for_completion:
                 result = self._result(generation, body)  # storable, checked: only then is the record forgotten

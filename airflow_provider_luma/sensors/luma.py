@@ -145,7 +145,7 @@ class LumaGenerationSensor(cancel.CancelOnKill, LumaVideoLinks, BaseSensorOperat
         """Check once; if not there yet, defer to :class:`LumaGenerationTrigger` (or poke when not deferrable)."""
         cancel.require_cancel(self.hook, self.cancel_on_kill)
         refs = self._resolve_ids(resolve=True)
-        self.watch_for_kill(context, refs)
+        self.watch_for_kill(context, self.hook, refs)
         if not self.deferrable:
             return super().execute(context)
         deadline = time.time() + self.timeout

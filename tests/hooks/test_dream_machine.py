@@ -34,7 +34,9 @@ def test_the_backend_is_chosen_by_the_host_unless_the_extra_says():
         "https://api.lumalabs.ai/dream-machine/v1",
         ApiFamily.DREAM_MACHINE,
     )
-    assert settings_of("https://api.lumalabs.ai/dream-machine/v1").base_url == "https://api.lumalabs.ai/dream-machine/v1"
+    assert (
+        settings_of("https://api.lumalabs.ai/dream-machine/v1").base_url == "https://api.lumalabs.ai/dream-machine/v1"
+    )
     assert (settings_of(None).backend, settings_of(None).base_url) == ("aimlapi", "https://api.aimlapi.com")
     proxy = settings_of("https://luma-proxy.example.com", backend="luma")
     assert proxy.base_url == "https://luma-proxy.example.com/dream-machine/v1"
@@ -89,7 +91,7 @@ def test_what_a_backend_cannot_do_is_refused_before_any_call(monkeypatch, simula
         hook.get_generation({"id": "7c880e75-0000-4000-8000-000000000001", "api": "video"})
     aimlapi = LumaHook(luma_conn_id="luma_aimlapi")
     monkeypatch.setenv("AIRFLOW_CONN_LUMA_AIMLAPI", connection_json(simulator))
-    with pytest.raises(LumaInputError, match="^The AI/ML API has no cancel: generation g-1"):
+    with pytest.raises(LumaInputError, match=r"^The AI/ML API has no cancel: generation g-1"):
         aimlapi.cancel_generation("g-1")
     with pytest.raises(LumaInputError, match="made on Luma's Dream Machine API"):
         aimlapi.get_generation({"id": "g-2", "api": "dream-machine"})

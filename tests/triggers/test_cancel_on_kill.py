@@ -118,7 +118,8 @@ def test_the_worker_cancels_its_wait_when_marked_failed(monkeypatch, luma):
     worker.join(30)
     assert not worker.is_alive()
     assert luma.count("dm_delete") == 1
-    assert failure and "not found" in str(failure[0]).lower()
+    assert failure
+    assert "not found" in str(failure[0]).lower()
 
 
 def test_the_sensor_hands_cancel_on_kill_to_its_trigger(luma):
@@ -141,7 +142,6 @@ def test_cancel_on_kill_on_the_ai_ml_api_is_refused_before_paying(monkeypatch, s
 
 def test_the_task_state_is_read_from_airflow_3s_answer_shape():
     assert cancel._state({"r": {"wait": "failed"}}, TI) == "failed"
-    assert cancel._state({"r": {"wait_2": "success", "wait": None}}, SimpleNamespace(**{**vars(TI), "map_index": 2})) == (
-        "success"
-    )
+    mapped = SimpleNamespace(**{**vars(TI), "map_index": 2})
+    assert cancel._state({"r": {"wait_2": "success", "wait": None}}, mapped) == "success"
     assert cancel._state({}, TI) is None
