@@ -20,7 +20,6 @@ problem in the one string). ``callback_url`` is checked, not called: the simulat
 
 from __future__ import annotations
 
-import copy
 import time
 import uuid
 from typing import Any, ClassVar
@@ -39,9 +38,10 @@ from airflow_provider_luma.testing.family import (
     frame_check,
     read_create,
 )
+from airflow_provider_luma.testing.luma_ai import luma_generation
 from airflow_provider_luma.testing.store import Generation
 from airflow_provider_luma.testing.video import ASPECT_RATIOS
-from airflow_provider_luma.testing.wire import ENTRY_KEY, ApiError, iso
+from airflow_provider_luma.testing.wire import ENTRY_KEY, ApiError
 
 __all__ = [
     "DREAM_MACHINE_MODELS",
@@ -167,21 +167,7 @@ class DreamMachineFamily:
 
     def render(self, gen: Generation, now: float) -> dict[str, Any]:
         """Luma's generation object."""
-        state = gen.state_at(now)
-        return {
-            "id": gen.id,
-            "generation_type": "video",
-            "state": state,
-            "failure_reason": gen.failure_reason_at(state),
-            "created_at": iso(gen.created_at),
-            "assets": {
-                "video": self.ctx.video_url(gen) if state == "completed" else None,
-                "image": None,
-                "progress_video": None,
-            },
-            "model": gen.model,
-            "request": copy.deepcopy(gen.request),
-        }
+        return luma_generation(self.ctx, gen, now)
 
     # ------------------------------------------------------------------ handlers
 

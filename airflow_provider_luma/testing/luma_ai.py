@@ -94,6 +94,25 @@ def _create_rules(body: dict[str, Any], err: Err, check_frame: FrameCheck) -> No
     check_keyframes(body, err, check_frame)
 
 
+def luma_generation(ctx: FamilyContext, gen: Generation, now: float) -> dict[str, Any]:
+    """Luma's generation object at ``now``: what Luma's own API answers, and the luma-ai endpoints pass on."""
+    state = gen.state_at(now)
+    return {
+        "id": gen.id,
+        "generation_type": "video",
+        "state": state,
+        "failure_reason": gen.failure_reason_at(state),
+        "created_at": iso(gen.created_at),
+        "assets": {
+            "video": ctx.video_url(gen) if state == "completed" else None,
+            "image": None,
+            "progress_video": None,
+        },
+        "model": gen.model,
+        "request": copy.deepcopy(gen.request),
+    }
+
+
 class LumaAiFamily:
     """The ``luma-ai`` endpoints (see the module's docstring); a :class:`~.family.Family`."""
 
@@ -121,22 +140,8 @@ class LumaAiFamily:
         return envelope(request, exc, status_code_as_string=self.ctx.settings.status_code_as_string)
 
     def render(self, gen: Generation, now: float) -> dict[str, Any]:
-        """Luma's generation object."""
-        state = gen.state_at(now)
-        return {
-            "id": gen.id,
-            "generation_type": "video",
-            "state": state,
-            "failure_reason": gen.failure_reason_at(state),
-            "created_at": iso(gen.created_at),
-            "assets": {
-                "video": self.ctx.video_url(gen) if state == "completed" else None,
-                "image": None,
-                "progress_video": None,
-            },
-            "model": gen.model,
-            "request": copy.deepcopy(gen.request),
-        }
+        """Luma's generation object (the luma-ai endpoints wrap Luma's own API)."""
+        return luma_generation(self.ctx, gen, now)
 
     # ------------------------------------------------------------------ handlers
 
