@@ -79,6 +79,10 @@ def api(dep: AirflowDeployment, method: str, path: str, body: dict) -> requests.
     return answer
 
 
+def polls_of(sim: LumaSimulator, generation_id: str) -> int:
+    return sum(r["path"].endswith(generation_id) for r in sim.requests("dm_get"))
+
+
 def wait_until(check, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -93,7 +97,10 @@ def test_the_sensor_on_lumas_backend_defers_succeeds_and_a_mark_failed_cancels(l
     cleared = dep.trigger(DAG_ID, conf={"prompt": "kept waiting: cleared"})
     for run in (killed, cleared):
         wait_until(lambda run=run: dep.task_states(DAG_ID, run).get("wait") == "deferred", 120, f"{run} deferred")
-    time.sleep(3)  # the trigger has polled: it is waiting in the triggerer
+        # The trigger runs in the triggerer once it has polled: the sensor's first check, then the trigger's
+        # poll (a task marked failed before the triggerer runs its trigger has no on_kill to call).
+        generation_id = dep.xcom(DAG_ID, run, "submit")["id"]
+        wait_until(lambda gid=generation_id: polls_of(sim, gid) >= 2, 120, f"{run}'s trigger polled")
 
     api(dep, "PATCH", f"/dags/{DAG_ID}/dagRuns/{killed}/taskInstances/wait", {"new_state": "failed"})
     api(
