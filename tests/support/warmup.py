@@ -69,7 +69,7 @@ def warm_up_triggerers(
     task_queues: list[str] = []
     for name in dep.triggerer_jobs:
         task_queues += [queues.get(name) or "default"] * per_triggerer
-    dep.add_connection(CONN_ID, connection_json(sim))
+    dep.add_connection(CONN_ID, connection_json(sim, timeout=60))  # a read time-out above any hold
     dep.add_dag(DAG_SOURCE.format(dag_id=DAG_ID, queues=task_queues, conn_id=CONN_ID), f"{DAG_ID}.py")
     # Long enough that every sensor defers (its first check happens from a Celery worker: seconds after the run).
     control(sim, "POST", "/_sim/script", {"prompt_contains": TAG, "queued_seconds": 1, "dreaming_seconds": 15})

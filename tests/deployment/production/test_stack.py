@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.logs import find_leaks
 from tests.support.production import QUEUED_TRIGGERERS as TRIGGERERS
 from tests.support.production import ProductionDeployment
 
@@ -31,3 +32,13 @@ def test_nothing_listens_beyond_loopback(production: ProductionDeployment) -> No
     assert listening["redis"]
     wide = {name: addrs for name, addrs in listening.items() if any(ip != "127.0.0.1" for ip, _ in addrs)}
     assert not wide, f"bound beyond 127.0.0.1: {wide}"
+
+
+def test_api_key_leaks_nowhere(production: ProductionDeployment) -> None:
+    # Runs after the failover, reuse, Asset and queue tests of this folder (file order): their material is scanned.
+    task_logs = production.task_log_text()
+    db_text = production.db_dump_text()
+    assert "run_id=" in task_logs
+    assert "LumaGenerationTrigger" in db_text
+    leaks = find_leaks({"task logs": task_logs, "database": db_text, **production.component_logs()})
+    assert not leaks, f"the API key leaked: {leaks}"
