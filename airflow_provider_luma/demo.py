@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -171,6 +172,12 @@ class Story:
         return []
 
 
+def _how_to_watch(video: Path) -> str:
+    """How to open the video on this machine (the simulator's clips are stamped "simulated")."""
+    opener = {"darwin": "open", "win32": "start"}.get(sys.platform, "xdg-open")
+    return f"Watch it: {opener} {shlex.quote(str(video))}  (or open it in a browser or VLC)"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m airflow_provider_luma.demo``; returns the exit code of the DAG run."""
     args = _parse(argv)
@@ -234,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Video written to {path} ({_size(path.stat().st_size)})", flush=True)
     if code == 0 and story.written:
         print(f"Done in {time.time() - started:.0f} s.", flush=True)
+        print(_how_to_watch(story.written[-1]), flush=True)
         return 0
     if story.ended:
         print(f"The wait ended: {story.ended}", flush=True)

@@ -23,25 +23,26 @@ from airflow_provider_luma.errors import (
     LumaWaitTimeoutError,
 )
 from airflow_provider_luma.models import ApiFamily, Generation, GenerationState
+from airflow_provider_luma.settings_table import DEFAULTS, floor
+from airflow_provider_luma.settings_table import MAX_SECONDS as MAX_SECONDS
 
 log = logging.getLogger(__name__)
 
 WaitStatus = Literal["success", "failed", "timeout", "error"]
 #: Answers in a row that may leave out a generation asked for before the wait gives up on it.
 MISSING_ANSWERS_LIMIT = 3
-#: The most seconds any time setting may hold: a day. Beyond it a socket time-out overflows ``time_t``.
-MAX_SECONDS = 86400.0
 #: The fixed start of the line a wait with ``report_progress`` logs for each state it sees, e.g.
 #: ``Luma generation 7c88...: dreaming after 3 s.`` (seconds since the generation's creation); the
 #: demo picks these lines out of Airflow's log.
 PROGRESS_LOG_PREFIX = "Luma generation "
 #: The least seconds of each pacing setting (connection extras and trigger arguments alike): below
-#: them a server that answers at once, or fails at once, would be asked again in a tight loop.
+#: them a server that answers at once, or fails at once, would be asked again in a tight loop. The
+#: connection's come from its settings table; ``initial_backoff`` is a trigger argument only.
 PACING_FLOORS: dict[str, float] = {
-    "min_poll_interval": 0.05,
-    "poll_interval": 2.0,
+    "min_poll_interval": floor("min_poll_interval"),
+    "poll_interval": floor("poll_interval"),
     "initial_backoff": 0.05,
-    "max_backoff": 0.1,
+    "max_backoff": floor("max_backoff"),
 }
 
 
@@ -99,10 +100,10 @@ class WaitPacing:
     :param max_backoff: Cap of the exponential back-off after repeated transient failures.
     """
 
-    min_poll_interval: float = 5.0
-    poll_interval: float = 10.0
+    min_poll_interval: float = DEFAULTS["min_poll_interval"]
+    poll_interval: float = DEFAULTS["poll_interval"]
     initial_backoff: float = 1.0
-    max_backoff: float = 60.0
+    max_backoff: float = DEFAULTS["max_backoff"]
 
     def after_answer(self, call_seconds: float, *, held: bool = True) -> float:
         """Seconds to pause after a poll that answered in ``call_seconds`` without ending the wait."""

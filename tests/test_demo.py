@@ -60,6 +60,7 @@ def test_prints_one_line_per_step_and_nothing_of_airflow(tmp_path: Path) -> None
         r"  completed after [345] s",
         rf"Video written to {re.escape(str(video))} \({SIZE}\)",
         r"Done in \d+ s\.",
+        rf"Watch it: xdg-open {re.escape(str(video))}  \(or open it in a browser or VLC\)",
     ]
     assert len(lines) == len(expected), result.stdout
     for line, pattern in zip(lines, expected, strict=True):

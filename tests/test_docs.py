@@ -213,12 +213,17 @@ def test_provider_info_how_to_guides_are_doc_pages() -> None:
     assert integration["integration-name"] == "Luma AI"
 
 
-def test_the_connection_page_lists_every_extra() -> None:
-    from airflow_provider_luma.connection_form import EXTRAS
+def test_the_connection_page_lists_every_extra_as_the_table_says() -> None:
+    from airflow_provider_luma.connection_form import replace_docs_tables
+    from airflow_provider_luma.settings_table import SETTINGS
 
-    rows = [line for line in (ROOT / "docs" / "connection.md").read_text().splitlines() if line.startswith("| `")]
+    page = (ROOT / "docs" / "connection.md").read_text()
+    assert replace_docs_tables(page) == page, (
+        "the extras tables differ from the settings: python scripts/docs_tables.py"
+    )
+    rows = [line for line in page.splitlines() if line.startswith("| `")]
     documented = {name for row in rows for name in re.findall(r"`(\w+)`", row.split("|")[1])}
-    assert {extra.name for extra in EXTRAS} <= documented
+    assert {setting.name for setting in SETTINGS} <= documented
 
 
 def test_every_doc_page_is_in_the_site_nav() -> None:

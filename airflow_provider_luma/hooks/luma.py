@@ -12,7 +12,7 @@ from typing import Any
 from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
 from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
 
-from airflow_provider_luma.connection_form import ui_field_behaviour
+from airflow_provider_luma.connection_form import connection_form_widgets, ui_field_behaviour
 from airflow_provider_luma.create_requests import CreateRequest, build_create_request
 from airflow_provider_luma.errors import (
     LumaAuthenticationError,
@@ -89,8 +89,13 @@ class LumaHook(BaseHook):
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """The connection form (Airflow below 3.2): only the host and the API key matter."""
+        """The connection form's standard fields (Airflow below 3.2; 3.2+ reads the provider info)."""
         return ui_field_behaviour()
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """The connection form's fields of the common extras (Airflow below 3.2; 3.2+ reads the provider info)."""
+        return connection_form_widgets()
 
     # -- connection ------------------------------------------------------------------------------
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import difflib
 import hashlib
 import ipaddress
 import logging
+import math
 import os
 import re
 import threading
@@ -17,81 +19,80 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from airflow_provider_luma.connection_form import DEFAULT_HOST
 from airflow_provider_luma.errors import LumaConfigurationError
 from airflow_provider_luma.models import ApiFamily
+from airflow_provider_luma.settings_table import API_HOLD_SECONDS, DEFAULT_HOST, DEFAULTS, SETTING, SETTINGS, Setting
 from airflow_provider_luma.version import __version__
-from airflow_provider_luma.waiting import MAX_SECONDS, PACING_FLOORS, WaitPacing, checked_number
+from airflow_provider_luma.waiting import WaitPacing, checked_number
 
 if TYPE_CHECKING:
     from airflow.models import Connection
 
 log = logging.getLogger(__name__)
 
-#: How long the API holds a long poll at most; a read time-out must exceed it.
-API_HOLD_SECONDS = 30.0
+__all__ = ["API_HOLD_SECONDS", "DEFAULT_HOST", "SETTINGS_CACHE", "LumaSettings", "SettingsCache", "is_loopback"]
+
 #: The names the service's documents give the long-poll parameter; ``none`` pins "no hold".
-HOLD_PARAMETER_NAMES = ("state", "status", "none")
+HOLD_PARAMETER_NAMES = SETTING["single_hold_param"].choices
 #: The least call budget a connection may set: one call in ten seconds.
-MIN_CALLS_PER_SECOND = 0.1
+MIN_CALLS_PER_SECOND = SETTING["max_calls_per_second"].minimum
+_DEFAULT_API = ApiFamily(DEFAULTS["api"])
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
 #: One entry of the ``video_hosts`` extra: a host name, or ``*.`` and a domain.
 _VIDEO_HOST = re.compile(r"^(\*\.)?[a-z0-9-]+(\.[a-z0-9-]+)*$")
+#: What separates the names of a ``video_hosts`` text: commas, blanks, new lines.
+_HOST_SEPARATORS = re.compile(r"[,\s]+")
+
+
+def _with_every_setting(cls: type) -> type:
+    """
+    Give the class a field (its default from the table) for every setting it does not declare, so a
+    new extra is one entry of :data:`~airflow_provider_luma.settings_table.SETTINGS`; code that reads it
+    by name may declare it (typed) like the others.
+    """
+    for setting in SETTINGS:
+        if setting.name not in cls.__annotations__:
+            cls.__annotations__[setting.name] = "Any"
+            setattr(cls, setting.name, setting.default)
+    lines = "\n".join(f"    :param {setting.name}: {setting.help}" for setting in SETTINGS)
+    cls.__doc__ = f"{cls.__doc__}\n{lines}\n"
+    return cls
 
 
 @dataclass(frozen=True)
+@_with_every_setting
 class LumaSettings:
     """
-    Everything a call needs from the Luma connection, read once per hook.
+    Everything a call needs from the Luma connection, read once per hook. Each extra of the connection
+    is an attribute of the same name (declared in :mod:`airflow_provider_luma.settings_table`).
 
     :param conn_id: The connection id (for messages).
     :param base_url: Scheme, host and optional port/path prefix of the API.
     :param api_key: The API key (the connection's password).
-    :param timeout: Read time-out of one call in seconds; above the server's 30 s hold.
-    :param connect_timeout: Seconds to establish a connection.
-    :param max_retries: Retries of one call after transient errors (429, 5xx, dropped connections).
-    :param ids_per_request: Most ids sent in one multi-fetch call.
-    :param min_poll_interval: Least seconds between two long polls of a wait (see :class:`WaitPacing`).
-    :param poll_interval: Seconds between two polls of the universal endpoint, which holds no request.
-    :param max_backoff: Cap in seconds of a wait's back-off after failed polls.
-    :param comma_separated_ids: Send multi-fetch ids as ``generation_ids=A,B`` instead of the
-        default ``generation_ids[]=A&generation_ids[]=B`` (both documented; for proxies that mangle ``[]``).
-    :param api: The endpoint family of ids that do not say theirs (a bare UUID).
-    :param long_poll_hold: How long the server holds a long poll at most (the service: 30 s); an answer
-        much sooner, with nothing at the target, means the server did not read the hold parameter.
-    :param single_hold_param: Pin the single fetch's long-poll parameter (``state``, ``status`` or
-        ``none``); unset: found out by the hook.
-    :param multi_hold_param: The same for the multi fetch.
-    :param max_video_bytes: Largest video a download accepts, in bytes (default 2 GiB).
-    :param allow_private_video_hosts: Download videos from loopback and private addresses too
-        (always allowed when the connection's own host is loopback, as for the simulator).
-    :param video_hosts: The only host names videos are downloaded from (``*.example.com`` also
-        matches sub-domains); empty: any public host.
-    :param max_calls_per_second: The process's call budget for this URL and key, in calls per second
-        (see :mod:`~airflow_provider_luma.hooks.budget`); ``None``: no budget.
-    :param max_call_burst: Calls beyond that rate that may go at once (with a rate only; default 0).
     """
 
     conn_id: str
     base_url: str
     api_key: str
-    timeout: float = 60.0
-    connect_timeout: float = 10.0
-    max_retries: int = 5
-    ids_per_request: int = 6
-    min_poll_interval: float = 5.0
-    poll_interval: float = 10.0
-    max_backoff: float = 60.0
-    comma_separated_ids: bool = False
-    api: ApiFamily = ApiFamily.LUMA_AI
-    long_poll_hold: float = API_HOLD_SECONDS
-    single_hold_param: str | None = None
-    multi_hold_param: str | None = None
-    max_video_bytes: int = 2 * 1024**3
-    allow_private_video_hosts: bool = False
-    video_hosts: tuple[str, ...] = ()
-    max_calls_per_second: float | None = None
-    max_call_burst: int | None = None
+    timeout: float = DEFAULTS["timeout"]
+    connect_timeout: float = DEFAULTS["connect_timeout"]
+    max_retries: int = DEFAULTS["max_retries"]
+    ids_per_request: int = DEFAULTS["ids_per_request"]
+    min_poll_interval: float = DEFAULTS["min_poll_interval"]
+    poll_interval: float = DEFAULTS["poll_interval"]
+    max_backoff: float = DEFAULTS["max_backoff"]
+    comma_separated_ids: bool = DEFAULTS["comma_separated_ids"]
+    api: ApiFamily = _DEFAULT_API
+    long_poll_hold: float = DEFAULTS["long_poll_hold"]
+    single_hold_param: str | None = DEFAULTS["single_hold_param"]
+    multi_hold_param: str | None = DEFAULTS["multi_hold_param"]
+    allow_insecure_http: bool = DEFAULTS["allow_insecure_http"]
+    max_video_bytes: int = DEFAULTS["max_video_bytes"]
+    allow_private_video_hosts: bool = DEFAULTS["allow_private_video_hosts"]
+    video_hosts: tuple[str, ...] = DEFAULTS["video_hosts"]
+    max_calls_per_second: float | None = DEFAULTS["max_calls_per_second"]
+    max_call_burst: int | None = DEFAULTS["max_call_burst"]
 
     def __repr__(self) -> str:  # never show the key, even in a debugger or a traceback
         return f"LumaSettings(conn_id={self.conn_id!r}, base_url={self.base_url!r}, api_key='***')"
@@ -106,7 +107,7 @@ class LumaSettings:
                 f"Connection {conn_id!r} has no API key: put your AI/ML API key in its password field."
             )
         base_url = _base_url(conn)
-        allow_http = _flag(extras, conn_id, "allow_insecure_http")
+        values = read_extras(extras, conn_id)
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise LumaConfigurationError(f"Connection {conn_id!r} has an invalid host {base_url!r}.")
@@ -114,40 +115,12 @@ class LumaSettings:
             raise LumaConfigurationError(
                 f"Connection {conn_id!r} has a query or fragment in its host {base_url!r}: give the base URL only."
             )
-        if parts.scheme == "http" and not allow_http and not is_loopback(parts.hostname):
+        if parts.scheme == "http" and not values["allow_insecure_http"] and not is_loopback(parts.hostname):
             raise LumaConfigurationError(
                 f"Connection {conn_id!r} points at {base_url!r} over plain http, which would send the API key "
                 "in clear text: use https, or set the extra allow_insecure_http to true if you really mean it."
             )
-        api = extras.get("api") or ApiFamily.LUMA_AI.value
-        try:
-            family = ApiFamily(str(api).strip().lower())
-        except ValueError:
-            raise LumaConfigurationError(
-                f"Extra 'api' of connection {conn_id!r} is {api!r}: use 'luma-ai' or 'video'."
-            ) from None
-        settings = cls(
-            conn_id=conn_id,
-            base_url=base_url,
-            api_key=api_key,
-            timeout=_seconds(extras, conn_id, "timeout", cls.timeout, 1.0),
-            connect_timeout=_seconds(extras, conn_id, "connect_timeout", cls.connect_timeout, 0.1),
-            max_retries=_whole(extras, conn_id, "max_retries", cls.max_retries, 0),
-            ids_per_request=_whole(extras, conn_id, "ids_per_request", cls.ids_per_request, 1),
-            min_poll_interval=_seconds(extras, conn_id, "min_poll_interval", cls.min_poll_interval),
-            poll_interval=_seconds(extras, conn_id, "poll_interval", cls.poll_interval),
-            max_backoff=_seconds(extras, conn_id, "max_backoff", cls.max_backoff),
-            comma_separated_ids=_flag(extras, conn_id, "comma_separated_ids"),
-            api=family,
-            long_poll_hold=_seconds(extras, conn_id, "long_poll_hold", cls.long_poll_hold, 0.1),
-            single_hold_param=_hold_name(extras, conn_id, "single_hold_param"),
-            multi_hold_param=_hold_name(extras, conn_id, "multi_hold_param"),
-            max_video_bytes=_whole(extras, conn_id, "max_video_bytes", cls.max_video_bytes, minimum=1),
-            allow_private_video_hosts=_flag(extras, conn_id, "allow_private_video_hosts"),
-            video_hosts=_video_hosts(extras, conn_id),
-            max_calls_per_second=_number(extras, conn_id, "max_calls_per_second", minimum=MIN_CALLS_PER_SECOND),
-            max_call_burst=_optional_whole(extras, conn_id, "max_call_burst", minimum=0),
-        )
+        settings = cls(conn_id=conn_id, base_url=base_url, api_key=api_key, **values)
         if settings.max_call_burst is not None and settings.max_calls_per_second is None:
             log.warning(
                 "Extra 'max_call_burst' of connection %r is set without 'max_calls_per_second': no budget applies.",
@@ -201,7 +174,9 @@ def _base_url(conn: Connection) -> str:
         has_port = parts.port is not None
     except ValueError:
         raise LumaConfigurationError(f"Connection {conn.conn_id!r} has an invalid host {host!r}.") from None
-    if conn.port and not has_port and parts.hostname:
+    # A separate port joins a host without one, unless it is the scheme's own (443 for https: the port
+    # Airflow 3's Test button needs stored): one base URL, so one call budget, either way.
+    if conn.port and not has_port and parts.hostname and conn.port != _DEFAULT_PORTS.get(parts.scheme):
         hostname = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
         host = f"{parts.scheme}://{hostname}:{conn.port}{parts.path}"
     return host
@@ -236,67 +211,126 @@ def is_loopback(hostname: str) -> bool:
         return False
 
 
-def _hold_name(extras: Mapping[str, Any], conn_id: str, name: str) -> str | None:
+def read_extras(extras: Mapping[str, Any], conn_id: str) -> dict[str, Any]:
+    """
+    Every setting of :data:`~airflow_provider_luma.settings_table.SETTINGS`, read from the connection's
+    extra and checked (unset, ``null`` or ``""``: its default); raise :class:`LumaConfigurationError`
+    naming the extra and the fix. Extras the table does not know get one warning per connection.
+    """
+    _warn_unknown(extras, conn_id)
+    return {setting.name: read_setting(setting, _raw(extras, setting.name), conn_id) for setting in SETTINGS}
+
+
+#: The prefix Airflow's older forms give extras (``extra__luma__timeout``); Airflow 2.11's Test button
+#: still sends each form field under both names.
+_LEGACY_PREFIX = "extra__luma__"
+
+
+def _raw(extras: Mapping[str, Any], name: str) -> Any:
     value = extras.get(name)
+    return extras.get(_LEGACY_PREFIX + name) if value is None or value == "" else value
+
+
+def read_setting(setting: Setting, value: Any, conn_id: str) -> Any:
+    """The value of one setting of connection ``conn_id`` (``value`` as the extra holds it)."""
     if value is None or value == "":
-        return None
+        value = setting.default  # read like a set value: the type is the same (an ApiFamily, an int...)
+        if value is None:
+            return None
+    what = f"Extra {setting.name!r} of connection {conn_id!r}"
+    return _PARSERS[setting.kind](setting, value, what)
+
+
+def _number(setting: Setting, value: Any, what: str) -> float:
+    return checked_number(
+        value,
+        what=what,
+        minimum=setting.minimum if setting.minimum is not None else -math.inf,
+        maximum=setting.maximum,
+        error=LumaConfigurationError,
+    )
+
+
+def _whole(setting: Setting, value: Any, what: str) -> int:
+    minimum = setting.minimum if setting.minimum is not None else -math.inf
+    number = checked_number(
+        value, what=what, minimum=minimum, maximum=setting.maximum, whole=True, error=LumaConfigurationError
+    )
+    return int(number)
+
+
+def _flag(setting: Setting, value: Any, what: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
+        return value.strip().lower() in ("true", "1", "yes")
+    raise LumaConfigurationError(f"{what} is {value!r}: expected true or false.")
+
+
+def _choice(setting: Setting, value: Any, what: str) -> str:
     text = str(value).strip().lower()
-    if text not in HOLD_PARAMETER_NAMES:
-        raise LumaConfigurationError(
-            f"Extra {name!r} of connection {conn_id!r} is {value!r}: use one of {', '.join(HOLD_PARAMETER_NAMES)}."
-        )
+    if text not in setting.choices:
+        raise LumaConfigurationError(f"{what} is {value!r}: use one of {', '.join(setting.choices)}.")
     return text
 
 
-def _video_hosts(extras: Mapping[str, Any], conn_id: str) -> tuple[str, ...]:
-    # A list of names, or one comma-separated string; "*.example.com" also matches sub-domains.
-    value = extras.get("video_hosts")
-    if value is None or value == "":
-        return ()
-    items = value.split(",") if isinstance(value, str) else value if isinstance(value, (list, tuple)) else [None]
-    names = tuple(item.strip().lower().rstrip(".") if isinstance(item, str) else "" for item in items)
+def _family(setting: Setting, value: Any, what: str) -> ApiFamily:
+    return ApiFamily(_choice(setting, value, what))
+
+
+def _hosts(setting: Setting, value: Any, what: str) -> tuple[str, ...]:
+    """
+    Host names from a list, or from text separated by commas, blanks or lines (what the forms send);
+    brackets and quotes around names are dropped: Airflow 2.11's form shows a stored list as
+    ``['a', 'b']`` and saves that text back. No host name holds any of these characters.
+    """
+    refused = LumaConfigurationError(
+        f'{what} is {value!r}: give a list of host names, e.g. ["cdn.example.com", "*.cdn.example.com"].'
+    )
+    if isinstance(value, str):
+        items = [value]
+    elif isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
+        items = list(value)
+    else:
+        raise refused
+    parts = (part for item in items for part in _HOST_SEPARATORS.split(item))
+    names = [name for name in (part.strip("[]'\"").lower().rstrip(".") for part in parts) if name]
     if not all(_VIDEO_HOST.match(name) for name in names):
-        raise LumaConfigurationError(
-            f"Extra 'video_hosts' of connection {conn_id!r} is {value!r}: give a list of host names, "
-            'e.g. ["cdn.example.com", "*.cdn.example.com"].'
-        )
-    return names
+        raise refused
+    return tuple(names)
 
 
-def _flag(extras: Mapping[str, Any], conn_id: str, name: str) -> bool:
-    value = extras.get(name)
-    if value is None or value == "":
-        return False
-    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
-        return value.strip().lower() in ("true", "1", "yes")
-    if isinstance(value, bool):
-        return value
-    raise LumaConfigurationError(f"Extra {name!r} of connection {conn_id!r} is {value!r}: expected true or false.")
+#: The parser of each kind of setting (:data:`~airflow_provider_luma.settings_table.Kind`).
+_PARSERS: dict[str, Callable[[Setting, Any, str], Any]] = {
+    "seconds": _number,
+    "number": _number,
+    "whole": _whole,
+    "flag": _flag,
+    "choice": _choice,
+    "family": _family,
+    "hosts": _hosts,
+}
+
+#: The connections (with the unknown extras they held) already warned about in this process.
+_WARNED_UNKNOWN: set[tuple[str, tuple[str, ...]]] = set()
 
 
-def _number(extras: Mapping[str, Any], conn_id: str, name: str, **limits: Any) -> float | None:
-    value = extras.get(name)
-    if value is None or value == "":
-        return None
-    what = f"Extra {name!r} of connection {conn_id!r}"
-    return checked_number(value, what=what, error=LumaConfigurationError, **limits)
-
-
-def _seconds(extras: Mapping[str, Any], conn_id: str, name: str, default: float, minimum: float | None = None) -> float:
-    """A time extra: finite, at least ``minimum`` (default: its pacing floor), at most a day."""
-    floor = PACING_FLOORS[name] if minimum is None else minimum
-    number = _number(extras, conn_id, name, minimum=floor, maximum=MAX_SECONDS)
-    return default if number is None else number
-
-
-def _optional_whole(extras: Mapping[str, Any], conn_id: str, name: str, minimum: int) -> int | None:
-    number = _number(extras, conn_id, name, minimum=minimum, whole=True)
-    return None if number is None else int(number)
-
-
-def _whole(extras: Mapping[str, Any], conn_id: str, name: str, default: int, minimum: int) -> int:
-    number = _number(extras, conn_id, name, minimum=minimum, whole=True)
-    return default if number is None else int(number)
+def _warn_unknown(extras: Mapping[str, Any], conn_id: str) -> None:
+    """One warning per connection and process for extras no setting reads (a typo is silently ignored else)."""
+    unknown = tuple(sorted(str(name) for name in extras if str(name).removeprefix(_LEGACY_PREFIX) not in SETTING))
+    if not unknown or (conn_id, unknown) in _WARNED_UNKNOWN:
+        return
+    _WARNED_UNKNOWN.add((conn_id, unknown))
+    hints = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, list(SETTING), n=1)
+        hints.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
+    log.warning(
+        "Connection %r has extras the Luma provider does not read, ignored: %s. The extras it reads: %s.",
+        conn_id,
+        ", ".join(hints),
+        ", ".join(sorted(SETTING)),
+    )
 
 
 #: Seconds a process keeps a connection's settings before reading the connection again.

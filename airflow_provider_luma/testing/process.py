@@ -13,7 +13,8 @@ import subprocess
 import sys
 from types import TracebackType
 
-from airflow_provider_luma.testing.simulator import DEFAULT_API_KEY
+from airflow_provider_luma.testing.client import SimulatorClient
+from airflow_provider_luma.testing.options import DEFAULT_API_KEY
 
 _URL = re.compile(r"Luma simulator on (http://\S+) ")
 
@@ -56,6 +57,11 @@ class SimulatorProcess:
             raise RuntimeError(f"The simulator did not start: {self.banner!r}")
         #: The API origin, e.g. ``http://127.0.0.1:40123``.
         self.base_url = match.group(1)
+
+    @property
+    def client(self) -> SimulatorClient:
+        """Its control API (``script``, ``inject_fault``, ``requests`` ...) from this process."""
+        return SimulatorClient(self.base_url)
 
     @property
     def pid(self) -> int:

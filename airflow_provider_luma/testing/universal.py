@@ -1,20 +1,46 @@
-"""The universal video endpoint of the simulator: body validation and answer rendering.
+"""The simulator's universal ``video`` family: the service's current API for Luma's models.
 
-``POST /v2/video/generations`` and ``GET /v2/video/generations?generation_id=ID`` are the
-service's current API for Luma's models (see :mod:`airflow_provider_luma.testing.simulator`).
-This module holds what is specific to that family, as pure functions over plain data: the
-simulator keeps the store, the timelines and the HTTP plumbing.
+* ``POST /v2/video/generations`` with ``model`` and ``prompt`` (plus the model's own fields: ``luma/ray-2``,
+  ``luma/ray-flash-2``, ``luma/ray-3.2``, ``luma/ray-1-6``; any other ``luma/...`` model is accepted
+  unchecked): answer 200 ``{"id": "<uuid>:<model>", "status"}`` (the id's key is ``universal_id_field``;
+  ``universal_id_suffix`` off: bare uuids).
+* ``GET /v2/video/generations?generation_id=ID``: at once, never held: ``{"id", "status", "video": {"url"} |
+  null, "error": {"name", "message"} | null, "meta": {"usage": {"credits_used", "usd_spent"}} | null,
+  "model"}``; status words ``queued``, ``generating``, ``completed``, ``error`` unless
+  ``universal_status_words``.
+
+Validation and rendering are pure functions over plain data; :class:`UniversalFamily` adds the routes.
 """
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
+
+from aiohttp import web
+
+from airflow_provider_luma.testing.family import (
+    FamilyContext,
+    FrameCheck,
+    Route,
+    body_errors,
+    check_keyframes,
+    check_prompt,
+    check_query,
+    frame_check,
+    read_create,
+)
+from airflow_provider_luma.testing.store import Generation
+from airflow_provider_luma.testing.video import ASPECT_RATIOS
+from airflow_provider_luma.testing.wire import ENTRY_KEY, ApiError, envelope
 
 __all__ = [
     "DEFAULT_STATUS_WORDS",
     "UNIVERSAL_MODELS",
     "UNIVERSAL_PATH",
+    "UniversalFamily",
     "render_universal",
     "usage_for",
     "validate_universal",
@@ -30,8 +56,7 @@ DEFAULT_STATUS_WORDS: dict[str, str] = {
     "failed": "error",
 }
 
-MAX_PROMPT = 2048
-_RAY2_ASPECT_RATIOS = ("1:1", "16:9", "9:16", "4:3", "3:4", "21:9", "9:21")
+_RAY2_ASPECT_RATIOS = ASPECT_RATIOS
 _RAY2_RESOLUTIONS = ("540p", "720p", "1080p", "4k")
 _RAY3_ASPECT_RATIOS = ("9:16", "3:4", "1:1", "4:3", "16:9", "21:9")
 _RAY3_RESOLUTIONS = ("360p", "540p", "720p", "1080p")
@@ -63,7 +88,6 @@ _CREDITS_PER_SECOND = 20_000
 _USD_PER_SECOND = 0.1
 
 Err = Callable[[str, str], None]
-FrameCheck = Callable[[Any, str, Err], None]
 
 
 def _duration(value: Any) -> int | None:
@@ -83,33 +107,29 @@ def validate_universal(body: Any, check_frame: FrameCheck) -> list[dict[str, Any
     :param check_frame: Validates one keyframe (``frame0``/``frame1``) the way the
         ``luma-ai`` create does: ``check_frame(frame, path, err)``.
     """
-    errors: list[dict[str, Any]] = []
+    return body_errors(body, lambda checked, err: _universal_rules(checked, err, check_frame))
 
-    def err(path: str, message: str) -> None:
-        errors.append({"path": path, "message": message})
 
-    if not isinstance(body, dict):
-        err("", "Expected a JSON object")
-        return errors
+def _universal_rules(body: dict[str, Any], err: Err, check_frame: FrameCheck) -> None:
     check_prompt(body, err)
     model = body.get("model")
     if "model" not in body:
         err("model", "Required")
-        return errors
+        return
     if not isinstance(model, str):
         err("model", "Expected string")
-        return errors
+        return
     allowed = UNIVERSAL_MODELS.get(model)
     if allowed is None:
         if not model.startswith("luma/"):
-            err("model", f"Invalid enum value. Expected {' | '.join(UNIVERSAL_MODELS)}, received '{model}'")
+            err("model", f"Invalid enum value. Expected {' | '.join(UNIVERSAL_MODELS)}, received '{model[:100]}'")
         # A luma/ model newer than this simulator: accept whatever it is sent.
-        return errors
-    for key in sorted(set(body) - allowed - {"model", "prompt"}):
-        err(key, f"Unrecognized property '{key}' for model {model}")
+        return
+    for key in sorted(set(body) - allowed - {"model", "prompt"})[:20]:
+        err(key[:100], f"Unrecognized property '{key[:100]}' for model {model}")
 
     def enum(name: str, values: tuple[str, ...]) -> None:
-        if name in body and body[name] not in values:
+        if name in body and (not isinstance(body[name], str) or body[name] not in values):
             err(name, f"Invalid enum value. Expected {' | '.join(values)}")
 
     def boolean(name: str) -> None:
@@ -135,39 +155,13 @@ def validate_universal(body: Any, check_frame: FrameCheck) -> list[dict[str, Any
         for name in ("image_url", "last_image_url", "video_url"):
             string(name)
         _ray3_rules(body, err)
-        return errors
+        return
     enum("aspect_ratio", _RAY2_ASPECT_RATIOS)
     if "resolution" in allowed:
         enum("resolution", _RAY2_RESOLUTIONS)
     if "duration" in allowed:
         duration((5, 9))
     check_keyframes(body, err, check_frame)
-    return errors
-
-
-def check_prompt(body: dict[str, Any], err: Err) -> None:
-    """The ``prompt`` rules both families share: required, a string, at most 2048 characters."""
-    prompt = body.get("prompt")
-    if "prompt" not in body:
-        err("prompt", "Required")
-    elif not isinstance(prompt, str):
-        err("prompt", "Expected string")
-    elif len(prompt) > MAX_PROMPT:
-        err("prompt", f"String must contain at most {MAX_PROMPT} character(s)")
-
-
-def check_keyframes(body: dict[str, Any], err: Err, check_frame: FrameCheck) -> None:
-    """The ``keyframes`` rules both families share: null or ``{frame0, frame1}``, each checked by ``check_frame``."""
-    keyframes = body.get("keyframes")
-    if keyframes is None:
-        return
-    if not isinstance(keyframes, dict):
-        err("keyframes", "Expected object or null")
-        return
-    for key in sorted(set(keyframes) - {"frame0", "frame1"}):
-        err(f"keyframes.{key}", f"Unrecognized property '{key}'")
-    for name in ("frame0", "frame1"):
-        check_frame(keyframes.get(name), f"keyframes.{name}", err)
 
 
 def _ray3_rules(body: dict[str, Any], err: Err) -> None:
@@ -210,3 +204,71 @@ def render_universal(
         "meta": {"usage": usage_for(request)} if state == "completed" else None,
         "model": model,
     }
+
+
+class UniversalFamily:
+    """The universal ``/v2/video/generations`` endpoints (see the module's docstring); a :class:`~.family.Family`."""
+
+    name: ClassVar[str] = "universal"
+    endpoints: ClassVar[tuple[str, ...]] = ("video_create", "video_get")
+
+    def __init__(self, ctx: FamilyContext) -> None:
+        self.ctx = ctx
+        self._check_frame = frame_check(ctx.store)
+
+    def routes(self) -> list[Route]:
+        """Create and fetch."""
+        return [
+            Route("POST", UNIVERSAL_PATH, "video_create", self._create),
+            Route("GET", UNIVERSAL_PATH, "video_get", self._get),
+        ]
+
+    def gone(self, path: str) -> bool:
+        """Never: the universal routes are the service's current API."""
+        return False
+
+    def error_body(self, request: web.Request, exc: ApiError) -> Any:
+        """The service's envelope."""
+        return envelope(request, exc, status_code_as_string=self.ctx.settings.status_code_as_string)
+
+    def status_words(self) -> dict[str, str]:
+        """State -> status word, with the ``universal_status_words`` overrides."""
+        return {**DEFAULT_STATUS_WORDS, **(self.ctx.settings.universal_status_words or {})}
+
+    def render(self, gen: Generation, now: float) -> dict[str, Any]:
+        """The universal fetch's answer."""
+        state = gen.state_at(now)
+        return render_universal(
+            generation_id=gen.id,
+            model=gen.model,
+            state=state,
+            failure_reason=gen.failure_reason_at(state),
+            video_url=self.ctx.video_url(gen),
+            request=gen.request,
+            words=self.status_words(),
+        )
+
+    async def _create(self, request: web.Request) -> web.Response:
+        body = await read_create(request, lambda body: validate_universal(body, self._check_frame))
+        settings = self.ctx.settings
+        model = body["model"]
+        raw_id = str(uuid.uuid4())
+        gen = self.ctx.create(f"{raw_id}:{model}" if settings.universal_id_suffix else raw_id, body, model, self.name)
+        with self.ctx.store.lock:
+            state = gen.state_at(time.time())
+        status = self.status_words().get(state, state)
+        return web.json_response({settings.universal_id_field: gen.id, "status": status}, status=200)
+
+    async def _get(self, request: web.Request) -> web.Response:
+        check_query(request, ("generation_id",), strict=self.ctx.settings.strict_query)
+        gen_id = request.query.get("generation_id")
+        if not gen_id:
+            errors = [{"path": "generation_id", "message": "generation_id should not be empty"}]
+            raise ApiError(400, "Query validation error!", errors)
+        with self.ctx.store.lock:
+            gen = self.ctx.store.get(gen_id)
+            if gen is None or gen.family != self.name:
+                raise ApiError(404, "Generation not found")
+            answer = self.render(gen, time.time())
+        request[ENTRY_KEY]["released_by"] = "immediate"  # never held
+        return web.json_response(answer)

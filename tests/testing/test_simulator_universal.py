@@ -280,12 +280,13 @@ def test_universal_uses_scripts_and_directives(sim: LumaSimulator) -> None:
     assert vget(sim, failed).json()["error"]["message"] == "simulated failure"
     sim.queued_seconds = 0.5
     slow = vcreated(sim, prompt="y [sim:slow]")
-    with sim._lock:
-        g = sim._generations[slow]
-        assert g.dreaming_at - g.created_at == pytest.approx(5.0)
+    g = sim.store.get(slow)
+    assert g is not None
+    assert g.dreaming_at - g.created_at == pytest.approx(5.0)
 
 
 def test_families_do_not_see_each_other(sim: LumaSimulator) -> None:
+    sim.script("a cat", queued_seconds=60)  # still queued at the end, however slow the machine
     old = create(sim)["id"]
     new = vcreated(sim)
     sim.universal_id_suffix = False
