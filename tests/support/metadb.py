@@ -142,6 +142,13 @@ def query_db(db_path: Path, sql: str, params: Iterable[Any] = ()) -> list[tuple[
     return []
 
 
+#: Tables scanned without a column: a stored connection's ``password`` is where its key belongs (readable here:
+#: the deployments run without a Fernet key); every other column, ``extra`` included, is scanned.
+SCAN_QUERIES = {
+    "connection": "SELECT conn_id, conn_type, description, host, schema, login, port, extra FROM connection",
+}
+
+
 def db_dump_text(
     database: SqliteDatabase | PostgresDatabase | Path, sampled_trigger_rows: Mapping[int, str] | None = None
 ) -> str:
@@ -156,7 +163,7 @@ def db_dump_text(
     parts = [f"trigger (sampled): {tid} | {text}" for tid, text in sorted((sampled_trigger_rows or {}).items())]
     for table in SCANNED_TABLES:
         with contextlib.suppress(*db.errors):
-            for row in db.query(f"SELECT * FROM {table}"):
+            for row in db.query(SCAN_QUERIES.get(table, f"SELECT * FROM {table}")):
                 parts.append(f"{table}: " + " | ".join(text_of(v) for v in row))
     return "\n".join(parts)
 
