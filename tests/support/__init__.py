@@ -10,7 +10,12 @@ Helpers shared by the tests, in one place: test modules import them from here, n
 - :mod:`.stub_server`: a loopback HTTP server whose answers a test writes itself;
 - :mod:`.simulator_calls`: plain HTTP calls to a simulator, as an API client would make them;
 - :mod:`.dag_runner`: running a DAG file with ``dag.test()`` on every supported Airflow;
-- :mod:`.deployment`: a real Airflow deployment (scheduler, triggerer, ...) on loopback.
+- :mod:`.deployment`: a real Airflow deployment (scheduler, triggerer, ...) on loopback, SQLite shape;
+  :mod:`.observation` its reading half; :mod:`.metadb` its metadata DB (SQLite or PostgreSQL);
+- :mod:`.production`: the production shape (PostgreSQL and Redis from :mod:`.services`, Celery, N triggerers);
+- :mod:`.failover`: two triggerers, one SIGKILLed (the deployment test's and the benchmark's scenario);
+  :mod:`.warmup`: warming every triggerer first;
+- :mod:`.scenarios`: retry reuse and the Asset pair, run on both shapes.
 
 Fixtures live in each folder's ``conftest.py``.
 """

@@ -150,7 +150,7 @@ SCAN_QUERIES = {
 
 
 def db_dump_text(
-    database: SqliteDatabase | PostgresDatabase | Path, sampled_trigger_rows: Mapping[int, str] | None = None
+    database: SqliteDatabase | PostgresDatabase | Path, sampled_trigger_rows: Mapping[Any, str] | None = None
 ) -> str:
     """Text of the tables a secret could leak into (:data:`SCANNED_TABLES`), one line per row.
 
@@ -160,7 +160,8 @@ def db_dump_text(
     ``tests.support.logs.find_leaks``; tests/chaos/test_secret_scans.py plants a key to prove it is found.
     """
     db = SqliteDatabase(database) if isinstance(database, Path) else database
-    parts = [f"trigger (sampled): {tid} | {text}" for tid, text in sorted((sampled_trigger_rows or {}).items())]
+    sampled = sorted((sampled_trigger_rows or {}).items())
+    parts = [f"trigger (sampled): {tid[0] if isinstance(tid, tuple) else tid} | {text}" for tid, text in sampled]
     for table in SCANNED_TABLES:
         with contextlib.suppress(*db.errors):
             for row in db.query(SCAN_QUERIES.get(table, f"SELECT * FROM {table}")):

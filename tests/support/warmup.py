@@ -78,13 +78,13 @@ def warm_up_triggerers(
     for _ in range(attempts):
         runs += 1
         ids = [create(sim, f"warm up {i} {TAG}")["id"] for i in range(len(task_queues))]
-        before = set(dep.trigger_holders())
         run_id = dep.trigger(DAG_ID, conf={"ids": ids})
         if dep.wait_for_run(DAG_ID, run_id, timeout=300) != "success":
             raise DeploymentError(f"the warm-up run failed: {dep.task_states(DAG_ID, run_id)}\n{dep.logs_tail()}")
         names = {job: name for name, job in dep.triggerer_jobs.items()}
-        for tid, history in dep.trigger_holders().items():
-            if tid not in before:
+        ours = dep.run_trigger_ids(DAG_ID, run_id)
+        for trigger, history in dep.trigger_holders().items():
+            if trigger in ours:
                 warmed |= {names[h] for _, h in history if h in names}
         if warmed >= set(dep.triggerer_jobs):
             break

@@ -54,11 +54,12 @@ def test_a_luma_queue_sensor_waits_only_in_the_luma_triggerer(production: Produc
 
     def held_triggers():
         rows = dep.query(
-            "SELECT ti.task_id, t.id, t.queue, t.triggerer_id FROM trigger t "
+            "SELECT ti.task_id, t.id, t.created_date, t.queue, t.triggerer_id FROM trigger t "
             "JOIN task_instance ti ON ti.trigger_id = t.id WHERE ti.dag_id = ? AND ti.run_id = ?",
             (DAG_ID, run_id),
         )
-        return {r[0]: r[1:] for r in rows} if len(rows) == 2 and all(r[3] is not None for r in rows) else None
+        held = len(rows) == 2 and all(r[4] is not None for r in rows)
+        return {task: ((tid, str(created)), queue, job) for task, tid, created, queue, job in rows} if held else None
 
     try:
         triggers = wait_for(held_triggers, 150, "both sensors deferred and their triggers taken")
