@@ -13,7 +13,7 @@ import pytest
 from airflow_provider_luma.testing import LumaSimulator
 from tests.support.connection import connection_json
 from tests.support.deployment import AirflowDeployment, deployment
-from tests.support.scenarios import add_asset_pair, check_asset_pair
+from tests.support.scenarios import add_asset_pair, asset_settings, check_asset_pair
 
 pytestmark = [pytest.mark.deployment, pytest.mark.timeout(300)]
 
@@ -26,12 +26,7 @@ def output_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def assets_deployment(deployment_simulator: LumaSimulator, output_dir: Path) -> Iterator[AirflowDeployment]:
     """A deployment running the example pair, its videos going to ``output_dir``."""
-    extra = {
-        "AIRFLOW_CONN_LUMA_DEFAULT": connection_json(deployment_simulator),
-        "LUMA_DEMO_OUTPUT_DIR": str(output_dir),
-        # The harness turns the scheduler's own DAG run creation off; asset-triggered runs need it.
-        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "True",
-    }
+    extra = {"AIRFLOW_CONN_LUMA_DEFAULT": connection_json(deployment_simulator), **asset_settings(output_dir)}
     with deployment(extra_env=extra) as dep:
         dep.simulator = deployment_simulator
         add_asset_pair(dep)

@@ -81,6 +81,12 @@ def check_retry_reuse(dep: AirflowDeployment, sim: Any) -> None:
     assert dep.query("SELECT key FROM task_state_store WHERE dag_id = ?", (REUSE_DAG_ID,)) == []
 
 
+def asset_settings(output_dir: Path) -> dict[str, str]:
+    """The environment the Asset pair needs: where the producer writes, and the scheduler's own DAG run creation
+    (asset-triggered runs need it; the SQLite harness turns it off)."""
+    return {"LUMA_DEMO_OUTPUT_DIR": str(output_dir), "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "True"}
+
+
 def add_asset_pair(dep: AirflowDeployment) -> None:
     """Add the example producer and consumer DAGs (the consumer first: it must exist when the event comes)."""
     for dag_id in (CONSUMER, PRODUCER):

@@ -53,6 +53,15 @@ def _version_key(path: str) -> tuple[int, ...]:
     return tuple(int(p) for p in version.split(".") if p.isdigit())
 
 
+def _start(command: list[str], cwd: Path, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """``command`` in the foreground of a process group of its own (stopped with it), output appended to ``log``."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            command, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+
+
 def _wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path, name: str) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
@@ -144,19 +153,7 @@ class PostgresServer:
         command = [*self._as_postgres, find_binary("postgres"), "-D", str(self.data)]
         for key, value in settings.items():
             command += ["-c", f"{key}={value}"]
-        log = self.log.open("ab")
-        try:
-            self.process = subprocess.Popen(
-                command,
-                env=env,
-                cwd=self.root,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        finally:
-            log.close()
+        self.process = _start(command, self.root, self.log, env)
         _wait_for_port(self.port, self.process, self.log, "postgres")
         self._create_database()
         return self
@@ -215,18 +212,7 @@ class RedisServer:
             "--daemonize", "no",
             "--logfile", "",
         ]  # fmt: skip
-        log = self.log.open("ab")
-        try:
-            self.process = subprocess.Popen(
-                command,
-                cwd=self.root,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        finally:
-            log.close()
+        self.process = _start(command, self.root, self.log)
         _wait_for_port(self.port, self.process, self.log, "redis-server")
         return self
 

@@ -15,20 +15,17 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_luma.testing import LumaSimulator
-from tests.support.connection import SENTINEL_KEY, connection_json
+from tests.support.connection import DEPLOYMENT_TIMELINES, connection_json, running_simulator
 from tests.support.production import QUEUED_TRIGGERERS, ProductionDeployment, production_deployment
+from tests.support.scenarios import asset_settings
 from tests.support.warmup import warm_up_triggerers
 
 
 @pytest.fixture(scope="package")
 def production_simulator() -> Iterator[LumaSimulator]:
     """The simulator behind ``luma_default``: sentinel key, holds 2 s, queued 2 s, dreaming 4 s."""
-    sim = LumaSimulator(api_key=SENTINEL_KEY, hold_seconds=2.0, queued_seconds=2.0, dreaming_seconds=4.0)
-    sim.start()
-    try:
+    with running_simulator(**DEPLOYMENT_TIMELINES) as sim:
         yield sim
-    finally:
-        sim.stop()
 
 
 @pytest.fixture(scope="package")
@@ -40,12 +37,7 @@ def asset_output_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="package")
 def production(production_simulator: LumaSimulator, asset_output_dir: Path) -> Iterator[ProductionDeployment]:
     """The running production-shaped deployment (``.simulator``: the simulator behind ``luma_default``)."""
-    extra = {
-        "AIRFLOW_CONN_LUMA_DEFAULT": connection_json(production_simulator),
-        "LUMA_DEMO_OUTPUT_DIR": str(asset_output_dir),
-        # Asset-triggered runs need the scheduler's own DAG run creation (the SQLite harness turns it off).
-        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "True",
-    }
+    extra = {"AIRFLOW_CONN_LUMA_DEFAULT": connection_json(production_simulator), **asset_settings(asset_output_dir)}
     with production_deployment(extra, triggerers=QUEUED_TRIGGERERS, worker_queues=("default", "luma")) as dep:
         dep.simulator = production_simulator
         # Every triggerer's first connection lookup stalls its heartbeat (tests/support/warmup.py): before the tests.

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from airflow_provider_luma.testing import LumaSimulator
-from tests.support.connection import SENTINEL_KEY, connection_json
+from tests.support.connection import connection_json, running_simulator
 from tests.support.failover import FailoverResult, run_failover
 from tests.support.production import ProductionDeployment
 
@@ -25,12 +25,8 @@ SHARED = ("triggerer", "triggerer-2")  # the two triggerers of the default queue
 
 @pytest.fixture(scope="module")
 def long_hold_simulator() -> Iterator[LumaSimulator]:
-    sim = LumaSimulator(api_key=SENTINEL_KEY, hold_seconds=30.0)
-    sim.start()
-    try:
+    with running_simulator(hold_seconds=30.0) as sim:
         yield sim
-    finally:
-        sim.stop()
 
 
 @pytest.fixture(scope="module")
