@@ -56,5 +56,12 @@ def get_provider_info() -> dict[str, Any]:
                 **provider_connection_form(),
             }
         ],
-        "extra-links": ["airflow_provider_luma.operators.luma.LumaVideoLink"],
+        # The "Luma video" buttons (operators/links.py); the old path keeps DAGs serialized by 0.2 readable.
+        "extra-links": [
+            "airflow_provider_luma.operators.links.LumaVideoLink",
+            "airflow_provider_luma.plugins.GenerateVideoLink",
+            "airflow_provider_luma.operators.luma.LumaVideoLink",
+        ],
+        # Runs the generate task's link in the API server (Airflow 3 runs the others in the worker).
+        "plugins": [{"name": "luma", "plugin-class": "airflow_provider_luma.plugins.LumaPlugin"}],
     }

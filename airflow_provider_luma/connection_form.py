@@ -49,6 +49,7 @@ _JSON_TYPES = {
     "choice": "string",
     "family": "string",
     "hosts": "array",
+    "conn_id": "string",
 }
 
 

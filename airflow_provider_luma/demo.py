@@ -38,7 +38,11 @@ from urllib.parse import unquote, urlsplit
 from airflow_provider_luma.waiting import PROGRESS_LOG_PREFIX
 
 DAG_ID = "luma_text_to_video"
-DAG_FILE = Path(__file__).resolve().parents[1] / "example_dags" / "example_luma_text_to_video.py"
+#: The example DAG of a checkout; ``$LUMA_DEMO_DAG_FILE`` names it for an installed wheel (scripts/release).
+DAG_FILE = Path(
+    os.environ.get("LUMA_DEMO_DAG_FILE")
+    or Path(__file__).resolve().parents[1] / "example_dags" / "example_luma_text_to_video.py"
+)
 DEFAULT_PROMPT = "A red fox trotting through fresh snow at dawn, cinematic"
 #: Seconds the simulator keeps a generation ``queued``, then ``dreaming``, unless the environment says.
 DEFAULT_TIMELINE = {"LUMA_DEMO_QUEUED": 3.0, "LUMA_DEMO_DREAMING": 6.0}

@@ -30,8 +30,9 @@ API_HOLD_SECONDS = 30.0
 #: ``number``: a finite number within the bounds; ``whole``: a whole number within the bounds;
 #: ``flag``: ``true``/``false``, ``1``/``0``, ``yes``/``no``; ``choice``: one of ``choices`` (any case);
 #: ``family``: a choice naming an endpoint family (read as :class:`~airflow_provider_luma.models.ApiFamily`);
-#: ``hosts``: host names, as a list or one comma-separated string (``*.example.com`` allowed).
-Kind = Literal["seconds", "number", "whole", "flag", "choice", "family", "hosts"]
+#: ``hosts``: host names, as a list or one comma-separated string (``*.example.com`` allowed);
+#: ``conn_id``: the id of another Airflow connection.
+Kind = Literal["seconds", "number", "whole", "flag", "choice", "family", "hosts", "conn_id"]
 
 
 @dataclass(frozen=True)
@@ -105,8 +106,8 @@ _HOLD_NAMES = ("state", "status", "none")
 SETTINGS: tuple[Setting, ...] = (
     # -- common: the connection form shows these ----------------------------------------------
     Setting("max_calls_per_second", "number", None, "Call budget (calls per second)",
-            "The most API calls per second one process (a triggerer, a worker's task) sends with this key; "
-            "on a 429 every call on the key pauses.",
+            "The most API calls per second sent with this key by one process (a triggerer, a worker's task), "
+            "or by all of them with a shared budget; on a 429 every call on the key pauses.",
             common=True, minimum=0.1, default_text="none (no budget)"),
     Setting("max_call_burst", "whole", None, "Call burst",
             "Calls beyond that rate that may go at once; no second holds more than rate + burst calls. "
@@ -155,6 +156,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("multi_hold_param", "choice", None, "Long-poll parameter, multi fetch",
             "Pin the long-poll parameter of the multi fetch (`none`: no hold).",
             choices=_HOLD_NAMES, default_text="found out"),
+    Setting("budget_redis_conn_id", "conn_id", None, "Shared call budget: Redis connection id",
+            "A `redis` connection (e.g. Celery's broker): every process using this key (each triggerer, each "
+            "worker) shares one call budget there. Needs a call budget.",
+            default_text="none (a budget per process)"),
     Setting("allow_insecure_http", "flag", False, "Allow plain http to a remote host",
             "Allow `http://` to a non-loopback host (sends the key in clear text)."),
     Setting("max_video_bytes", "whole", 2 * 1024**3, "Largest video (bytes)",

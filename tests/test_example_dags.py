@@ -13,6 +13,7 @@ import pytest
 
 from airflow_provider_luma.testing import SAMPLE_VIDEO_PATH, LumaSimulator
 from tests.support.dag_runner import activate_declared_assets
+from tests.support.links import web_links
 
 EXAMPLE_DAGS = Path(__file__).parents[1] / "example_dags"
 SAMPLE = SAMPLE_VIDEO_PATH.read_bytes()
@@ -106,6 +107,17 @@ def test_text_to_video(airflow_db, luma_conn: LumaSimulator, tmp_path: Path, mon
     assert xcom[("generate", -1, "generation_id")] == generation["id"]
     assert xcom[("download", -1, "return_value")] == str(tmp_path / f"{generation['id']}.mp4")
 
+    # Every task links to the video: the generate task too, though it ended before the video existed
+    # (its link reads what the sensor stored; on Airflow 3 through the provider's plugin).
+    video = generation["assets"]["video"]
+    for task_id in ("generate", "wait_for_video", "download"):
+        assert web_links(dag_run, task_id) == {"Luma video": video}, task_id
+    # The download names the file each link's video went to.
+    path = str(tmp_path / f"{generation['id']}.mp4")
+    assert xcom[("download", -1, "luma_videos")] == [
+        {"generation_id": generation["id"], "video_url": video, "path": path}
+    ]
+
 
 def test_fan_out(airflow_db, luma_conn: LumaSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     dag_run = run_example("example_luma_fan_out.py", "luma_fan_out", tmp_path, monkeypatch)
@@ -117,6 +129,18 @@ def test_fan_out(airflow_db, luma_conn: LumaSimulator, tmp_path: Path, monkeypat
     # One sensor waited for all three through the multi-fetch endpoint.
     assert any(len(entry["query"].get("generation_ids[]", [])) == 3 for entry in luma_conn.requests("list"))
 
+    # Links: each mapped generate task its own video; the sensor and the download one per generation,
+    # in order (the number of links is fixed at parse time: 10 for a mapped task's output, the rest empty).
+    by_id = {g["id"]: g["assets"]["video"] for g in generations}
+    xcom = xcom_values(airflow_db, "luma_fan_out", dag_run.run_id)
+    ordered = [by_id[xcom[("generate", i, "generation_id")]] for i in range(3)]
+    for i in range(3):
+        assert web_links(dag_run, "generate", map_index=i) == {"Luma video": ordered[i]}
+    expected = {"Luma video": ordered[0], **{f"Luma video {n}": None for n in range(2, 11)}}
+    expected.update({"Luma video 2": ordered[1], "Luma video 3": ordered[2]})
+    assert web_links(dag_run, "wait_for_videos") == expected
+    assert web_links(dag_run, "download") == expected
+
 
 def test_extend(airflow_db, luma_conn: LumaSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     dag_run = run_example("example_luma_extend.py", "luma_extend", tmp_path, monkeypatch)
@@ -126,17 +150,9 @@ def test_extend(airflow_db, luma_conn: LumaSimulator, tmp_path: Path, monkeypatc
     assert extension["request"]["keyframes"] == {"frame0": {"type": "generation", "id": first["id"]}}
     assert sorted(file.name for file in videos(tmp_path)) == sorted(f"{g['id']}.mp4" for g in (first, extension))
 
-    # The "Luma video" link: Airflow 3 stores what get_link returned when the task finished;
-    # Airflow 2 calls get_link when the UI asks.
-    xcom = xcom_values(airflow_db, "luma_extend", dag_run.run_id)
-    assert xcom[("extend", -1, "video_url")] == extension["assets"]["video"]
-    if ("extend", -1, "_link_LumaVideoLink") in xcom:
-        assert xcom[("extend", -1, "_link_LumaVideoLink")] == extension["assets"]["video"]
-    else:
-        from airflow_provider_luma.operators.luma import LumaVideoLink
-
-        ti = dag_run.get_task_instance("extend")
-        assert LumaVideoLink().get_link(ti.task, ti_key=ti.key) == extension["assets"]["video"]
+    # The "Luma video" link of each generate task, which waited itself.
+    assert web_links(dag_run, "generate") == {"Luma video": first["assets"]["video"]}
+    assert web_links(dag_run, "extend") == {"Luma video": extension["assets"]["video"]}
 
 
 def test_universal(airflow_db, luma_conn: LumaSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -219,4 +219,4 @@ def test_test_connection_passes_when_only_the_generation_is_unknown(monkeypatch)
 
     with StubServer(answer) as server:
         ok, message = set_conn(monkeypatch, host=server.url, password=SENTINEL_KEY).test_connection()
-    assert (ok, message) == (True, "The Luma API accepted the key on the luma-ai and video endpoints.")
+    assert (ok, message) == (True, f"The Luma API at {server.url} accepted the key on the luma-ai and video endpoints.")

@@ -39,6 +39,7 @@ SET_VALUES: dict[str, tuple[Any, Any]] = {
     "allow_insecure_http": (True, True),
     "max_video_bytes": ("1024", 1024),
     "allow_private_video_hosts": ("1", True),
+    "budget_redis_conn_id": (" redis_default ", "redis_default"),
 }
 
 

@@ -47,6 +47,10 @@ FIRST_PAUSE = 1.0
 MAX_PAUSE = 60.0
 
 
+class BudgetTimeout(TimeoutError):
+    """A call could not start within the call budget before its deadline."""
+
+
 class CallSchedule:
     """
     When each call may start: the decisions of a :class:`CallBudget`, with no clock and no waiting.
@@ -282,12 +286,15 @@ def key_fingerprint(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()[:32]
 
 
-def call_budget(base_url: str, api_key: str, rate: float | None, burst: int | None) -> CallBudget | None:
+def call_budget(
+    base_url: str, api_key: str, rate: float | None, burst: int | None, redis_conn_id: str | None = None
+) -> CallBudget | None:
     """
     The process's budget for calls to ``base_url`` with ``api_key``; ``None`` without a rate.
 
-    Every connection naming the same URL and key shares it; the first one to ask sets its rate and
-    burst (another naming different ones is told so in the log).
+    Every connection naming the same URL and key shares it; the first one to ask sets its rate,
+    burst and Redis (another naming different ones is told so in the log). With ``redis_conn_id``,
+    the budget is shared with every process using that Redis (:mod:`.shared_budget`).
     """
     if rate is None:
         return None
@@ -296,8 +303,18 @@ def call_budget(base_url: str, api_key: str, rate: float | None, burst: int | No
     with _BUDGETS_LOCK:
         budget = _BUDGETS.get(key)
         if budget is None:
-            budget = _BUDGETS[key] = CallBudget(rate, burst)
-        elif (rate, burst) != (budget.schedule.rate, budget.schedule.burst) and key not in _WARNED:
+            if redis_conn_id:
+                from airflow_provider_luma.hooks.shared_budget import SharedCallBudget
+
+                budget = SharedCallBudget(rate, burst, redis_conn_id=redis_conn_id, fingerprint=key[1])
+            else:
+                budget = CallBudget(rate, burst)
+            _BUDGETS[key] = budget
+        elif (rate, burst, redis_conn_id or None) != (
+            budget.schedule.rate,
+            budget.schedule.burst,
+            getattr(budget, "redis_conn_id", None),
+        ) and key not in _WARNED:
             _WARNED.add(key)
             log.warning(
                 "Luma connections to %s with one key set different call budgets: the first one, %s, applies to all.",

@@ -15,17 +15,11 @@ from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHo
 from airflow_provider_luma.connection_form import connection_form_widgets, ui_field_behaviour
 from airflow_provider_luma.create_requests import CreateRequest, build_create_request
 from airflow_provider_luma.errors import (
-    LumaAuthenticationError,
     LumaConfigurationError,
-    LumaError,
-    LumaForbiddenError,
-    LumaNotFoundError,
-    LumaRouteNotFoundError,
 )
-from airflow_provider_luma.hooks import download, waits
+from airflow_provider_luma.hooks import connection_test, download, waits
 from airflow_provider_luma.hooks.answers import error_for_response, parse_json
 from airflow_provider_luma.hooks.endpoints import (
-    PROBE_GENERATION_ID,
     chunks,
     create_plan,
     fetch_many_plan,
@@ -459,41 +453,11 @@ class LumaHook(BaseHook):
 
     def test_connection(self) -> tuple[bool, str]:
         """
-        Check the key without paying: fetch an id that cannot exist from each endpoint family; a
-        "not found" of that generation means the key was accepted there. A "no such route" (the
-        framework's generic ``Cannot GET /path`` 404) means the family is gone from the server, and
-        proves nothing about the key. Used by the Test button of the Airflow UI.
+        Check the key for free (the UI's **Test** button, ``airflow connections test``): the message
+        names the endpoint families the key reaches, or what to fix. See
+        :func:`~airflow_provider_luma.hooks.connection_test.check_connection`.
         """
-        reached: list[str] = []
-        gone: list[str] = []
-        for family in ApiFamily:
-            try:
-                self.run(fetch_plan(self.settings, PROBE_GENERATION_ID, family))
-            except LumaRouteNotFoundError:
-                gone.append(family.value)
-                continue
-            except LumaNotFoundError:
-                pass
-            except LumaAuthenticationError:
-                return False, "The Luma API rejected the key (401): check the API key in the password field."
-            except LumaForbiddenError:
-                return False, (
-                    "The key is valid but the account is out of credits or over the plan's limit (403): top up the "
-                    "account or wait for the limit to reset."
-                )
-            except LumaError as error:
-                return False, error.message
-            reached.append(family.value)
-        if not reached:
-            return False, (
-                f"The server at {self.settings.base_url} has no Luma endpoints: it answered 'no such route' (404 "
-                f"'Cannot GET ...') on the {' and the '.join(gone)} endpoints, so the key was not checked. It is "
-                "not the AI/ML API, or the host's path is wrong: check the connection's host."
-            )
-        message = f"The Luma API accepted the key on the {' and '.join(reached)} endpoints."
-        if gone:
-            message += f" The {' and '.join(gone)} endpoints are gone from this server."
-        return True, message
+        return connection_test.check_connection(self)
 
     # -- video download --------------------------------------------------------------------------
 

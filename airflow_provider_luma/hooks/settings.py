@@ -93,6 +93,7 @@ class LumaSettings:
     video_hosts: tuple[str, ...] = DEFAULTS["video_hosts"]
     max_calls_per_second: float | None = DEFAULTS["max_calls_per_second"]
     max_call_burst: int | None = DEFAULTS["max_call_burst"]
+    budget_redis_conn_id: str | None = DEFAULTS["budget_redis_conn_id"]
 
     def __repr__(self) -> str:  # never show the key, even in a debugger or a traceback
         return f"LumaSettings(conn_id={self.conn_id!r}, base_url={self.base_url!r}, api_key='***')"
@@ -121,11 +122,11 @@ class LumaSettings:
                 "in clear text: use https, or set the extra allow_insecure_http to true if you really mean it."
             )
         settings = cls(conn_id=conn_id, base_url=base_url, api_key=api_key, **values)
-        if settings.max_call_burst is not None and settings.max_calls_per_second is None:
-            log.warning(
-                "Extra 'max_call_burst' of connection %r is set without 'max_calls_per_second': no budget applies.",
-                conn_id,
-            )
+        for name in ("max_call_burst", "budget_redis_conn_id"):
+            if getattr(settings, name) is not None and settings.max_calls_per_second is None:
+                log.warning(
+                    "Extra %r of connection %r is set without 'max_calls_per_second': no budget applies.", name, conn_id
+                )
         if settings.timeout <= settings.long_poll_hold and not is_loopback(parts.hostname):
             log.warning(
                 "Extra 'timeout' of connection %r is %s s, not above the API's %s s hold: long polls will time out "
@@ -300,6 +301,12 @@ def _hosts(setting: Setting, value: Any, what: str) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _conn_id(setting: Setting, value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise LumaConfigurationError(f"{what} is {value!r}: expected the id of a connection.")
+    return value.strip()
+
+
 #: The parser of each kind of setting (:data:`~airflow_provider_luma.settings_table.Kind`).
 _PARSERS: dict[str, Callable[[Setting, Any, str], Any]] = {
     "seconds": _number,
@@ -309,6 +316,7 @@ _PARSERS: dict[str, Callable[[Setting, Any, str], Any]] = {
     "choice": _choice,
     "family": _family,
     "hosts": _hosts,
+    "conn_id": _conn_id,
 }
 
 #: The connections (with the unknown extras they held) already warned about in this process.

@@ -282,7 +282,13 @@ class SyncTransport:
 
 
 def _budget(settings: LumaSettings) -> CallBudget | None:
-    return call_budget(settings.base_url, settings.api_key, settings.max_calls_per_second, settings.max_call_burst)
+    return call_budget(
+        settings.base_url,
+        settings.api_key,
+        settings.max_calls_per_second,
+        settings.max_call_burst,
+        settings.budget_redis_conn_id,
+    )
 
 
 def _release(

@@ -16,10 +16,8 @@ from airflow.providers.common.compat.sdk import (
     AirflowFailException,
     AirflowSkipException,
     BaseOperator,
-    BaseOperatorLink,
     Context,
     ObjectStoragePath,
-    XCom,
 )
 
 from airflow_provider_luma.create_requests import CREATE_PARAMETERS, CreateRequest, build_create_request
@@ -34,18 +32,28 @@ from airflow_provider_luma.models import (
     parse_state,
 )
 from airflow_provider_luma.operators import lineage
+from airflow_provider_luma.operators.links import (
+    DOWNLOAD,
+    DOWNLOADED_VIDEOS_XCOM_KEY,
+    GENERATE,
+    GENERATION_ID_XCOM_KEY,
+    MAX_VIDEO_LINKS,
+    VIDEO_URL_XCOM_KEY,
+    LumaVideoLinks,
+    materialized,
+    video_links,
+)
+from airflow_provider_luma.operators.links import (
+    LumaVideoLink as LumaVideoLink,  # where DAGs serialized before 0.3 name it
+)
+from airflow_provider_luma.operators.parse_checks import names_task
 from airflow_provider_luma.sensors.luma import DEFERRAL_TIMEOUT_MARGIN, is_literal
 from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
 from airflow_provider_luma.waiting import Finished
 
 if TYPE_CHECKING:
-    from airflow.providers.common.compat.sdk import TaskInstanceKey
     from airflow.providers.openlineage.extractors import OperatorLineage
 
-#: XCom key of the generation id, pushed as soon as the generation exists (before any wait).
-GENERATION_ID_XCOM_KEY = "generation_id"
-#: XCom key of the finished video's URL, read by :class:`LumaVideoLink`.
-VIDEO_URL_XCOM_KEY = "video_url"
 #: Task state key (Airflow 3.3+ ``task_state_store``) of the generation a try submitted, for the next try.
 REUSE_STATE_KEY = "luma_generation"
 #: The ``next_method`` Airflow resumes a deferred task with when its trigger crashed or its deferral timed out.
@@ -54,18 +62,6 @@ TRIGGER_FAILED_METHOD = "__fail__"
 DEFAULT_WAIT_TIMEOUT = timedelta(hours=1)
 #: The operator's create parameters: the prompt and every parameter any model takes (one definition).
 _CREATE_FIELDS = ("prompt", *CREATE_PARAMETERS)
-
-
-class LumaVideoLink(BaseOperatorLink):
-    """The "Luma video" button of a generate task: opens the generated video once it is known."""
-
-    name = "Luma video"
-
-    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        """The video URL the task pushed to XCom (``video_url``), or ``""`` while there is none."""
-        url = XCom.get_value(ti_key=ti_key, key=VIDEO_URL_XCOM_KEY)
-        # Only ever hand the browser a web link, whatever the API put in the field.
-        return url if isinstance(url, str) and url.startswith(("https://", "http://")) else ""
 
 
 def normalize_keyframes(keyframes: Any) -> Any:
@@ -99,7 +95,7 @@ def _normalize_frame(slot: Any, frame: Any) -> Any:
     return {"type": "generation", "id": frame["id"]}
 
 
-class LumaGenerateVideoOperator(BaseOperator):
+class LumaGenerateVideoOperator(LumaVideoLinks, BaseOperator):
     """
     Generate a video with Luma's Dream Machine and, by default, wait until it is completed.
 
@@ -197,9 +193,10 @@ class LumaGenerateVideoOperator(BaseOperator):
 
     template_fields: Sequence[str] = (*_CREATE_FIELDS, "luma_conn_id")
     template_fields_renderers: ClassVar[dict[str, str]] = {"keyframes": "json"}
-    operator_extra_links = (LumaVideoLink(),)
+    operator_extra_links = video_links(GENERATE, 1)
     ui_color = "#b69cf2"
 
+    @names_task
     def __init__(
         self,
         *,
@@ -347,10 +344,6 @@ class LumaGenerateVideoOperator(BaseOperator):
     def _push_generation(self, context: Context, generation: Generation) -> None:
         # Pushed before any wait, so the id is known even if the wait fails or the worker dies.
         context["ti"].xcom_push(key=GENERATION_ID_XCOM_KEY, value=generation.id)
-        # No video yet; pushing the key now spares Airflow 3 an "XCom not found" error in the log when
-        # it asks LumaVideoLink for the link of a task that ends without one. "" not None: Airflow 3.0's
-        # execution API refuses an XCom whose value is null.
-        context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=generation.video_url or "")
 
     def _wait(self, context: Context, generation: Generation) -> dict[str, Any]:
         """Wait for ``generation`` to complete: deferred to the triggerer, or here in the worker."""
@@ -443,6 +436,7 @@ class LumaGenerateVideoOperator(BaseOperator):
     def _finish(self, context: Context, generation: Generation) -> dict[str, Any]:
         if generation.video_url:
             context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=generation.video_url)
+        self.remember_videos([generation])
         # Succeeded: a later run (a cleared task) must get a new video, not this one. Only now: had a
         # push failed, the retry must still find the generation.
         _forget_generation(context)
@@ -475,7 +469,7 @@ class LumaGenerateVideoOperator(BaseOperator):
         return lineage.generate_lineage(_api_namespace(self.hook), request, inputs, result)
 
 
-class LumaDownloadVideoOperator(BaseOperator):
+class LumaDownloadVideoOperator(LumaVideoLinks, BaseOperator):
     """
     Download the videos of completed Luma generations to a local path or object storage.
 
@@ -502,7 +496,10 @@ class LumaDownloadVideoOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("generation", "destination", "luma_conn_id")
     ui_color = "#d9ccf7"
+    luma_video_source = DOWNLOAD
+    operator_extra_links = video_links(DOWNLOAD, MAX_VIDEO_LINKS)
 
+    @names_task
     def __init__(
         self,
         *,
@@ -515,10 +512,11 @@ class LumaDownloadVideoOperator(BaseOperator):
         self.generation = generation
         self.destination = destination
         self.luma_conn_id = luma_conn_id
+        self.expect_videos(generation)
         if is_literal(generation):
             self._items()
         if destination is None or (isinstance(destination, str) and not destination.strip()):
-            raise LumaInputError(f"{type(self).__name__} {self.task_id!r}: give a destination for the videos.")
+            raise LumaInputError("give a destination for the videos.")
 
     @cached_property
     def hook(self) -> LumaHook:
@@ -534,7 +532,7 @@ class LumaDownloadVideoOperator(BaseOperator):
             ids = normalize_generation_ids(value, parameter="generation")
             return ids, "," in value
         if isinstance(value, Iterable):
-            items = list(value)  # also resolves a lazy XCom sequence of a mapped task
+            items = list(materialized(value))  # a mapped task's lazy XCom sequence, read in one call
             if not items:
                 raise LumaInputError("generation is an empty list: there is nothing to download.")
             for item in items:
@@ -573,6 +571,15 @@ class LumaDownloadVideoOperator(BaseOperator):
             path = self.hook.download_video(generation, target, into_folder=into_folder)
             written.append(lineage.WrittenVideo(generation, path, _file_size(path)))
         self._written = written
+        self.remember_videos(video.generation for video in written)
+        # The source of each file (what the task's "Luma video" links open), and the file it went to.
+        context["ti"].xcom_push(
+            key=DOWNLOADED_VIDEOS_XCOM_KEY,
+            value=[
+                {"generation_id": v.generation.id, "video_url": v.generation.video_url, "path": str(v.target)}
+                for v in written
+            ],
+        )
         lineage.emit_asset_events(context, self.outlets or (), written)
         paths = [str(video.target) for video in written]
         return paths if several else paths[0]

@@ -27,6 +27,14 @@ from airflow_provider_luma.models import (
     GenerationState,
     normalize_generation_refs,
 )
+from airflow_provider_luma.operators.links import (
+    MAX_VIDEO_LINKS,
+    SENSOR,
+    LumaVideoLinks,
+    materialized,
+    video_links,
+)
+from airflow_provider_luma.operators.parse_checks import names_task
 from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
 from airflow_provider_luma.waiting import MISSING_ANSWERS_LIMIT, PACING_FLOORS, Wait
 
@@ -48,7 +56,7 @@ def is_literal(value: Any) -> bool:
     return isinstance(value, (int, float, bool)) or value is None
 
 
-class LumaGenerationSensor(BaseSensorOperator):
+class LumaGenerationSensor(LumaVideoLinks, BaseSensorOperator):
     """
     Wait until one or several Luma generations reach ``target_state``; fail the task if one fails.
 
@@ -85,7 +93,10 @@ class LumaGenerationSensor(BaseSensorOperator):
 
     template_fields: Sequence[str] = ("generation_id", "generation_ids", "luma_conn_id")
     ui_color = "#c9b8f5"
+    luma_video_source = SENSOR
+    operator_extra_links = video_links(SENSOR, MAX_VIDEO_LINKS)
 
+    @names_task
     def __init__(
         self,
         *,
@@ -102,11 +113,11 @@ class LumaGenerationSensor(BaseSensorOperator):
         self._given_poke_interval = "poke_interval" in kwargs
         super().__init__(**kwargs)
         if (generation_id is None) == (generation_ids is None):
-            raise LumaInputError(
-                f"{type(self).__name__} {self.task_id!r}: give exactly one of generation_id or generation_ids."
-            )
+            raise LumaInputError("give exactly one of generation_id or generation_ids.")
         self.generation_id = generation_id
         self.generation_ids = generation_ids
+        # One "Luma video" link per generation, as far as the DAG file tells (links are fixed at parse time).
+        self.expect_videos(self._given_ids, single=generation_ids is None)
         self.target_state = GenerationState.waitable(target_state).value
         self.luma_conn_id = luma_conn_id
         self.api = ApiFamily.parse(api).value if api is not None else None
@@ -125,7 +136,7 @@ class LumaGenerationSensor(BaseSensorOperator):
 
     def _resolve_ids(self) -> list[GenerationRef]:
         parameter = "generation_id" if self.generation_ids is None else "generation_ids"
-        refs = normalize_generation_refs(self._given_ids, parameter=parameter, api=self.api)
+        refs = normalize_generation_refs(materialized(self._given_ids), parameter=parameter, api=self.api)
         if self.generation_ids is None and len(refs) != 1:
             raise LumaInputError(f"generation_id must be one id, got {len(refs)}: use generation_ids for several.")
         return refs
@@ -214,6 +225,7 @@ class LumaGenerationSensor(BaseSensorOperator):
         status, message = event["status"], event.get("message") or "no message"
         if status == "success":
             generations = [Generation.from_dict(g).to_dict() for g in event.get("generations", [])]
+            self.remember_videos(generations)
             return generations[0] if self.generation_ids is None else generations
         if self.soft_fail:
             raise AirflowSkipException(f"Skipping (soft_fail): {message}")

@@ -8,18 +8,13 @@ import pytest
 
 from airflow_provider_luma.testing import LumaSimulator
 from tests.support.connection import connection_json
-from tests.support.deployment import AirflowDeployment, deployment, deployment_skip_reason
+from tests.support.deployment import AirflowDeployment, deployment
+from tests.support.markers import mark_deployment_folder
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark everything in this folder ``deployment``; run it on the newest Airflow line (3.3+) only."""
-    here = __file__.rsplit("/", 1)[0]
-    reason = deployment_skip_reason()
-    for item in items:
-        if str(item.fspath).startswith(here):
-            item.add_marker(pytest.mark.deployment)
-            if reason:
-                item.add_marker(pytest.mark.skip(reason=reason))
+    mark_deployment_folder(__file__, items)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -16,33 +15,15 @@ from airflow_provider_luma.hooks.budget import (
     CallBudget,
     CallSchedule,
     call_budget,
-    forget_budgets,
 )
 from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.hooks.settings import SETTINGS_CACHE
 from airflow_provider_luma.testing import LumaSimulator
 from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
+from tests.support.budget import busiest_second, create_universal
 from tests.support.connection import SENTINEL_KEY, connection_json
 
-
-@pytest.fixture(autouse=True)
-def _fresh_budgets() -> Iterator[None]:
-    forget_budgets()
-    SETTINGS_CACHE.clear()
-    yield
-    forget_budgets()
-    SETTINGS_CACHE.clear()
-
-
-def busiest_second(times: list[float], window: float = 1.0) -> int:
-    """The most of ``times`` in any half-open window of ``window`` seconds."""
-    times = sorted(times)
-    most, first = 0, 0
-    for last, at in enumerate(times):
-        while at - times[first] >= window:
-            first += 1
-        most = max(most, last - first + 1)
-    return most
+pytestmark = pytest.mark.usefixtures("fresh_budgets")
 
 
 # -- the decisions, on a clock of our own ---------------------------------------------------------
@@ -203,21 +184,6 @@ def test_one_budget_per_url_and_key_whatever_the_connection():
 
 
 # -- against the simulator ----------------------------------------------------------------------------
-
-
-def create_universal(sim: LumaSimulator, monkeypatch: pytest.MonkeyPatch, count: int, prompt: str) -> list[dict]:
-    """``count`` universal generations, created without a budget (only the waits are measured)."""
-    monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", connection_json(sim, poll_interval=2))
-
-    async def create() -> list[dict]:
-        hook = LumaHook()
-        async with hook:
-            made = await asyncio.gather(
-                *(hook.acreate_generation(f"{prompt} {i}", model="luma/ray-2") for i in range(count))
-            )
-        return [generation.to_dict() for generation in made]
-
-    return asyncio.run(create())
 
 
 def use_budget(sim: LumaSimulator, monkeypatch: pytest.MonkeyPatch, rate: float, burst: int, **extras) -> None:

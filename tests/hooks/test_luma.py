@@ -88,7 +88,7 @@ class TestConnection:
     def test_test_connection_accepts_a_good_key(self, luma_conn):
         assert LumaHook().test_connection() == (
             True,
-            "The Luma API accepted the key on the luma-ai and video endpoints.",
+            f"The Luma API at {luma_conn.base_url} accepted the key on the luma-ai and video endpoints.",
         )
         assert luma_conn.count("create") == 0  # the check costs nothing
 

@@ -80,5 +80,6 @@ def test_the_trigger_ends_with_one_error_event(gone):
 def test_test_connection_reports_which_families_the_key_reaches(gone):
     assert LumaHook().test_connection() == (
         True,
-        "The Luma API accepted the key on the video endpoints. The luma-ai endpoints are gone from this server.",
+        f"The Luma API at {gone.base_url} accepted the key on the video endpoints. The luma-ai endpoints are gone "
+        "from this server.",
     )

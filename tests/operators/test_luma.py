@@ -18,7 +18,6 @@ from airflow_provider_luma.errors import (
 )
 from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.models import Generation
-from airflow_provider_luma.operators import luma as operators
 from airflow_provider_luma.operators.luma import (
     LumaDownloadVideoOperator,
     LumaGenerateVideoOperator,
@@ -170,7 +169,7 @@ def test_wait_for_completion_false_returns_after_submitting(luma_conn, context) 
     assert result["video_url"] is None
     assert luma_conn.count("create") == 1
     assert luma_conn.count("get") == luma_conn.count("list") == 0
-    assert context["ti"].xcom == {"generation_id": result["id"], "video_url": ""}
+    assert context["ti"].xcom == {"generation_id": result["id"]}  # no "video_url" until there is one
 
 
 # ---------------------------------------------------------------- generate: deferral
@@ -215,7 +214,8 @@ def test_failed_generation_fails_the_task_in_the_worker(luma_conn, context) -> N
     with pytest.raises(LumaGenerationFailedError, match="simulated failure") as failure:
         operator.execute(context)
     assert failure.value.generation_id == context["ti"].xcom["generation_id"]
-    assert context["ti"].xcom["video_url"] == ""  # no video: the link stays empty
+    assert "video_url" not in context["ti"].xcom
+    assert LumaVideoLink().get_link(operator, ti_key=context["ti"]) == ""  # no video: the link stays empty
 
 
 async def test_failed_generation_fails_the_task_after_deferral(luma_conn, context) -> None:
@@ -300,29 +300,6 @@ def test_templated_parameters_are_checked_after_rendering(luma_conn, context) ->
     result = operator.execute(context)
     assert created_bodies(luma_conn) == [{"prompt": "a cat", "model": "ray-2", "loop": True}]
     assert result["state"] == "queued"
-
-
-# ---------------------------------------------------------------- the extra link
-
-
-def test_video_link_reads_the_pushed_url(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: dict[str, Any] = {}
-
-    def get_value(*, ti_key: Any, key: str) -> Any:
-        seen.update(ti_key=ti_key, key=key)
-        return values.pop(0)
-
-    values: list[Any] = ["https://cdn.example.com/v.mp4", None, "javascript:alert(1)"]
-    monkeypatch.setattr(operators.XCom, "get_value", get_value)
-    operator = LumaGenerateVideoOperator(task_id="t", prompt="x")
-    link = LumaVideoLink()
-
-    assert link.name == "Luma video"
-    assert any(isinstance(extra, LumaVideoLink) for extra in operator.operator_extra_links)
-    assert link.get_link(operator, ti_key="the-key") == "https://cdn.example.com/v.mp4"
-    assert seen == {"ti_key": "the-key", "key": "video_url"}
-    assert link.get_link(operator, ti_key="the-key") == ""  # no video yet
-    assert link.get_link(operator, ti_key="the-key") == ""  # never a non-web link
 
 
 # ---------------------------------------------------------------- download: hook

@@ -16,6 +16,12 @@ Helpers shared by the tests, in one place: test modules import them from here, n
 - :mod:`.failover`: two triggerers, one SIGKILLed (the deployment test's and the benchmark's scenario);
   :mod:`.warmup`: warming every triggerer first;
 - :mod:`.scenarios`: retry reuse and the Asset pair, run on both shapes.
+- :mod:`.budget`: windows of a request log, and client processes sharing a call budget;
+- :mod:`.redis_server`: a redis-server of the test's own on loopback (the production shape's too);
+- :mod:`.links`: a task instance's extra links as Airflow's web tier works them out;
+- :mod:`.examples`: the example DAGs run on such a deployment;
+- :mod:`.markers`: the ``deployment`` mark of the folders whose tests start one;
+- :mod:`.browser`: headless Chromium (Debian's) driving Airflow's UI.
 
 Fixtures live in each folder's ``conftest.py``.
 """

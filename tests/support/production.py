@@ -23,18 +23,17 @@ Everything binds 127.0.0.1 (the Celery worker and triggerers with ``--skip-serve
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from tests.support.deployment import AirflowDeployment, deployment_env
 from tests.support.metadb import PostgresDatabase
-from tests.support.services import PostgresServer, RedisServer, free_port
+from tests.support.redis_server import RedisServer
+from tests.support.services import PostgresServer, find_binary, free_port
 
 #: Two triggerers, neither with ``--queues``: Airflow's high-availability shape.
 TWO_TRIGGERERS: Mapping[str, str | None] = {"triggerer": None, "triggerer-2": None}
@@ -62,16 +61,11 @@ class ProductionDeployment(AirflowDeployment):
         assert self.redis is not None
         return f"redis://{self.redis.host}:{self.redis.port}"
 
-    def redis_connection(self, db: int = 1) -> dict[str, Any]:
-        """An Airflow ``redis`` connection to this Redis, database ``db``: for :meth:`add_connection`."""
+    def redis_connection(self, db: int = 1) -> str:
+        """An Airflow ``redis`` connection (JSON) to this Redis, database ``db`` (read from the extra ``db``, as
+        ``RedisHook`` does, not from a URL path): for :meth:`add_connection` or an ``AIRFLOW_CONN_...`` value."""
         assert self.redis is not None
-        return redis_connection(self.redis, db)
-
-
-def redis_connection(redis: RedisServer, db: int) -> dict[str, Any]:
-    """An Airflow ``redis`` connection to ``redis``, database ``db`` (``RedisHook`` reads it from the extra ``db``,
-    not from a URL path)."""
-    return {"conn_type": "redis", "host": redis.host, "port": redis.port, "extra": {"db": db}}
+        return self.redis.connection_json(db)
 
 
 def production_plan(
@@ -148,7 +142,7 @@ def production_deployment(
     """
     home = Path(tempfile.mkdtemp(prefix="luma-prod-airflow-home-"))
     port = free_port()
-    postgres, redis = PostgresServer(), RedisServer()
+    postgres, redis = PostgresServer(), RedisServer(find_binary("redis-server"))
     dep: ProductionDeployment | None = None
     try:
         postgres.start()
@@ -156,7 +150,7 @@ def production_deployment(
         queues_enabled = any(triggerers.values())
         env = production_env(home, port, postgres, redis, queues_enabled=queues_enabled, concurrency=worker_concurrency)
         for conn_id, db in (redis_connections or {}).items():
-            env[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(redis_connection(redis, db))
+            env[f"AIRFLOW_CONN_{conn_id.upper()}"] = redis.connection_json(db)
         env.update(extra_env or {})
         dep = ProductionDeployment(
             home=home,

@@ -1,9 +1,9 @@
-"""PostgreSQL and Redis for the production-shaped harness, started by the test run on loopback.
+"""PostgreSQL for the production-shaped harness, started by the test run on loopback (Redis: ``redis_server``).
 
-Both are Debian's servers (``apt-get install -y postgresql redis-server``; ``.ci/run`` installs them),
-each in a temporary folder of its own, in its own process group, listening on 127.0.0.1 and a free
-port only, and removed with that folder when stopped. ``initdb`` and ``postgres`` refuse to run as
-root: as root, they run as the ``postgres`` user (``setpriv``), in a folder that user owns.
+Debian's server (``apt-get install -y postgresql``; ``.ci/run`` installs it), in a temporary folder of
+its own, in its own process group, listening on 127.0.0.1 and a free port only, and removed with that
+folder when stopped. ``initdb`` and ``postgres`` refuse to run as root: as root, they run as the
+``postgres`` user (``setpriv``), in a folder that user owns.
 """
 
 from __future__ import annotations
@@ -180,43 +180,4 @@ class PostgresServer:
     def stop(self) -> None:
         """Fast shutdown (SIGINT to the group), SIGKILL after 20 s; remove the folder. Idempotent."""
         _stop_group(self.process, signal.SIGINT)
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
-class RedisServer:
-    """A throw-away Redis (no persistence) on loopback: Celery's broker, and the shared call budget's store."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.root = Path(tempfile.mkdtemp(prefix="luma-redis-"))
-        self.log = self.root / "redis.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def host(self) -> str:
-        return "127.0.0.1"
-
-    def url(self, db: int = 0) -> str:
-        """``redis://127.0.0.1:PORT/DB`` (Celery's broker URL form)."""
-        return f"redis://{self.host}:{self.port}/{db}"
-
-    def start(self) -> RedisServer:
-        command = [
-            find_binary("redis-server"),
-            "--bind", "127.0.0.1",
-            "--port", str(self.port),
-            "--protected-mode", "yes",
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", str(self.root),
-            "--daemonize", "no",
-            "--logfile", "",
-        ]  # fmt: skip
-        self.process = _start(command, self.root, self.log)
-        _wait_for_port(self.port, self.process, self.log, "redis-server")
-        return self
-
-    def stop(self) -> None:
-        """SIGTERM to the group, SIGKILL after 20 s; remove the folder. Idempotent."""
-        _stop_group(self.process, signal.SIGTERM)
         shutil.rmtree(self.root, ignore_errors=True)
