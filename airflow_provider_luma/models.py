@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from airflow_provider_luma import outcome
 from airflow_provider_luma.errors import LumaInputError, LumaResponseError
 
 log = logging.getLogger(__name__)
@@ -16,8 +19,11 @@ log = logging.getLogger(__name__)
 #: Keys of an API answer never stored (XCom, trigger events): the echo of our own request, whose
 #: callback and keyframe URLs are often pre-signed. Only this key: other stored summaries may come.
 UNSTORED_KEYS = frozenset({"request"})
-#: All a compact generation (a trigger event's) carries: the parsed fields and two short API ones.
-EVENT_KEYS = ("id", "state", "failure_reason", "video_url", "created_at", "api", "usage", "model", "generation_type")
+#: All a compact generation (a trigger event's) carries: the parsed fields and two short API ones
+#: (defined, with their bounds, in :data:`airflow_provider_luma.outcome.EVENT_FIELDS`).
+EVENT_KEYS = (*outcome.EVENT_FIELDS, "usage")
+#: Most characters of a generation id, anywhere (ids given, ids answered by a create).
+MAX_ID_LENGTH = 128
 #: Characters no id has, but a Python list or dict rendered as text does (``"['a', 'b']"``).
 _RENDERED_OBJECT_CHARS = frozenset("'\"[](){}")
 
@@ -76,6 +82,11 @@ class GenerationState(StrEnum):
         """Whether a generation in this state has reached ``target`` or a later non-failed state."""
         return self is not GenerationState.FAILED and self.priority >= target.priority
 
+    @property
+    def following(self) -> GenerationState:
+        """The state after this one on the way to ``completed`` (``completed`` and ``failed``: themselves)."""
+        return _FOLLOWING.get(self, self)
+
     @classmethod
     def waitable(cls, value: str | GenerationState) -> GenerationState:
         """
@@ -97,6 +108,7 @@ class GenerationState(StrEnum):
 
 
 _PRIORITY = {state: index for index, state in enumerate(GenerationState)}
+_FOLLOWING = {GenerationState.QUEUED: GenerationState.DREAMING, GenerationState.DREAMING: GenerationState.COMPLETED}
 WAITABLE_STATES = (GenerationState.QUEUED, GenerationState.DREAMING, GenerationState.COMPLETED)
 #: Every word either family was seen or documented to use, mapped to ours. The universal endpoint
 #: says ``generating`` and ``error``; its examples also treat ``waiting`` and ``active`` as running.
@@ -133,6 +145,28 @@ _UNIVERSAL_ID_SUFFIX = re.compile(r"^[^:/\s]+:[\w.-]+/[\w.:-]+$")
 def family_hint(generation_id: str) -> ApiFamily | None:
     """The family an id's own form points to (``<uuid>:luma/ray-2`` is universal), or ``None`` for a bare id."""
     return ApiFamily.VIDEO if _UNIVERSAL_ID_SUFFIX.match(generation_id) else None
+
+
+def created_seconds(created_at: str | None) -> float | None:
+    """
+    UNIX time of an API ``created_at`` (ISO-8601, or epoch seconds or milliseconds), ``None`` if unreadable.
+
+    A time without a zone is taken as UTC.
+    """
+    if created_at is None:
+        return None
+    text = str(created_at).strip()
+    try:
+        number = float(text)
+    except ValueError:
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            return None
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    if not math.isfinite(number) or number <= 0:
+        return None
+    return number / 1000 if number > 1e11 else number
 
 
 @dataclass(frozen=True)
@@ -201,15 +235,17 @@ class Generation:
         if generation_id is None:
             raise LumaResponseError("The Luma API returned a generation without an id.")
         word = payload.get("state") if payload.get("state") is not None else payload.get("status")
-        state = None if word is None else str(word)
+        # Text read from an answer is made valid UTF-8 and bounded once, here: it is logged and quoted.
+        state = None if word is None else outcome.storable_text(str(word), 64)
         known = parse_state(state) if state is not None else None
         created_at = payload.get("created_at")
+        reason = _failure_reason(payload)
         return cls(
             id=generation_id,
             state=known.value if known is not None else state,
-            failure_reason=_failure_reason(payload),
+            failure_reason=None if reason is None else outcome.storable_text(reason, outcome.MAX_TEXT_BYTES),
             video_url=_find_video_url(payload),
-            created_at=None if created_at is None else str(created_at),
+            created_at=None if created_at is None else outcome.storable_text(str(created_at), 64),
             api=api or _stored_family(payload.get("api")),
             usage=_usage(payload),
             raw=dict(payload),
@@ -223,14 +259,14 @@ class Generation:
         ``video_url`` is always present, so users need not know where the API put it; ``api`` says
         which endpoint family later calls must use.
 
-        :param compact: Only :data:`EVENT_KEYS` (what trigger events carry, kept small in the
-            metadata DB); :meth:`from_dict` rebuilds the same generation from either form.
+        :param compact: Only :data:`EVENT_KEYS`, each bounded (what trigger events carry, kept small in
+            the metadata DB: :func:`airflow_provider_luma.outcome.event_generation`); :meth:`from_dict`
+            rebuilds the same generation from either form. Neither form is made storable here: what is
+            handed to Airflow goes through :mod:`airflow_provider_luma.outcome`.
         """
         if compact:
-            short = {key: self.raw.get(key) for key in ("model", "generation_type")}
-            kept: dict[str, Any] = {key: value if isinstance(value, str) else None for key, value in short.items()}
-        else:
-            kept = {key: value for key, value in self.raw.items() if key not in UNSTORED_KEYS}
+            return outcome.event_generation(self)
+        kept = {key: value for key, value in self.raw.items() if key not in UNSTORED_KEYS}
         return {
             **kept,
             "id": self.id,
@@ -270,10 +306,25 @@ def _usage(payload: Mapping[str, Any]) -> Mapping[str, Any] | None:
         usage = meta.get("usage")
     if not isinstance(usage, Mapping):
         return None
-    return {key: value for key, value in usage.items() if isinstance(value, (int, float, str)) and key}
+    # Logged and stored: keys and values made storable here (numbers within msgpack's range, text valid UTF-8).
+    return {
+        outcome.storable_text(str(key), 64): outcome.storable(value, depth=0, text_limit=64)
+        for key, value in usage.items()
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool) and key
+    }
 
 
 def _find_video_url(payload: Mapping[str, Any]) -> str | None:
+    url = _video_url_field(payload)
+    if url is None:
+        return None
+    if len(url.encode("utf-8", "replace")) > outcome.MAX_URL_BYTES:
+        log.warning("The Luma API sent a video URL longer than %d bytes: left out.", outcome.MAX_URL_BYTES)
+        return None
+    return outcome.storable_text(url, outcome.MAX_URL_BYTES)
+
+
+def _video_url_field(payload: Mapping[str, Any]) -> str | None:
     # Luma puts it in assets.video; the universal endpoint and wrappers use video.url or video_url.
     candidates = []
     assets = payload.get("assets")
@@ -380,16 +431,31 @@ def normalize_generation_refs(
             raise LumaInputError(f"{parameter} rendered to {ref.id!r}: the upstream task returned no id.")
         if any(ch in _RENDERED_OBJECT_CHARS for ch in ref.id):
             raise LumaInputError(
-                f"{parameter} holds {ref.id!r}, which looks like part of a Python list or dict rendered as text: "
-                "set render_template_as_native_obj=True on the DAG (or pass the task's output itself, not a "
-                "template of it)."
+                f"{parameter} holds {outcome.storable_text(repr(ref.id), 300)}, which looks like part of a Python "
+                "list or dict rendered as text: set render_template_as_native_obj=True on the DAG (or pass the "
+                "task's output itself, not a template of it)."
             )
-        if any(ch.isspace() for ch in ref.id) or len(ref.id) > 128:
-            raise LumaInputError(f"{parameter} holds a malformed generation id {ref.id!r}.")
+        if not is_wellformed_id(ref.id):
+            raise LumaInputError(
+                f"{parameter} holds a malformed generation id {outcome.storable_text(repr(ref.id), 300)}."
+            )
     unique: dict[str, GenerationRef] = {}
     for ref in refs:
         unique.setdefault(ref.id, ref)
     return list(unique.values())
+
+
+def is_wellformed_id(generation_id: str) -> bool:
+    """
+    Whether ``generation_id`` can be an id: at most :data:`MAX_ID_LENGTH` characters, no space or
+    control character, no quote or bracket, valid UTF-8 (it goes into URLs, XCom and file names).
+    """
+    return (
+        0 < len(generation_id) <= MAX_ID_LENGTH
+        and generation_id.isprintable()
+        and not any(ch.isspace() or ch in _RENDERED_OBJECT_CHARS for ch in generation_id)
+        and outcome.storable_text(generation_id, 4 * MAX_ID_LENGTH) == generation_id
+    )
 
 
 def normalize_generation_ids(value: Any, *, parameter: str = "generation_ids") -> list[str]:

@@ -122,8 +122,8 @@ SETTINGS: tuple[Setting, ...] = (
             common=True, minimum=2.0),
     # -- advanced: set in the extra JSON ----------------------------------------------------------
     Setting("timeout", "seconds", 60.0, "Request timeout (s)",
-            "Read time-out of one call. Keep it above the API's 30 s hold: a value not above `long_poll_hold` "
-            "logs a warning for a non-loopback host.",
+            "Seconds one attempt of a call may take in all, however slowly the server sends. Keep it above the "
+            "API's 30 s hold: a value not above `long_poll_hold` logs a warning for a non-loopback host.",
             minimum=1.0),
     Setting("connect_timeout", "seconds", 10.0, "Connect timeout (s)",
             "Seconds to establish a connection.",

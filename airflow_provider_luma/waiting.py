@@ -12,23 +12,19 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
-from airflow_provider_luma.errors import (
-    LumaError,
-    LumaGenerationFailedError,
-    LumaInputError,
-    LumaWaitTimeoutError,
-)
-from airflow_provider_luma.models import ApiFamily, Generation, GenerationState
+from airflow_provider_luma.errors import LumaError, LumaInputError
+from airflow_provider_luma.models import ApiFamily, Generation, GenerationRef, GenerationState, created_seconds
 from airflow_provider_luma.settings_table import DEFAULTS, floor
 from airflow_provider_luma.settings_table import MAX_SECONDS as MAX_SECONDS
+from airflow_provider_luma.steps import Check, Finished, Poll, Sleep, Step, WaitStatus
+
+__all__ = ["Check", "Finished", "Poll", "Sleep", "Step", "Wait", "WaitLoop", "WaitPacing", "WaitStatus"]
 
 log = logging.getLogger(__name__)
 
-WaitStatus = Literal["success", "failed", "timeout", "error"]
 #: Answers in a row that may leave out a generation asked for before the wait gives up on it.
 MISSING_ANSWERS_LIMIT = 3
 #: The fixed start of the line a wait with ``report_progress`` logs for each state it sees, e.g.
@@ -116,67 +112,6 @@ class WaitPacing:
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
-@dataclass(frozen=True)
-class Poll:
-    """
-    Fetch ``generation_ids`` of the family ``api``, giving up at ``deadline`` (UNIX time).
-
-    With ``hold`` it is a long poll for ``target``; without, the API answers at once.
-    """
-
-    generation_ids: list[str]
-    target: GenerationState
-    deadline: float
-    hold: bool = True
-    api: ApiFamily = ApiFamily.LUMA_AI
-
-
-@dataclass(frozen=True)
-class Sleep:
-    """Pause for ``seconds`` before the next step."""
-
-    seconds: float
-
-
-@dataclass(frozen=True)
-class Finished:
-    """
-    The wait is over.
-
-    :param status: ``success``, ``failed`` (a generation failed), ``timeout`` or ``error``.
-    :param message: One sentence for logs and task failures.
-    :param generations: The latest known state of every generation waited for, in order.
-    :param error: The permanent error that ended the wait, for ``error``.
-    """
-
-    status: WaitStatus
-    message: str
-    generations: list[Generation] = field(default_factory=list)
-    error: LumaError | None = None
-
-    def to_event(self) -> dict[str, Any]:
-        """The plain-JSON trigger event payload; generations in their compact form (events live in the DB)."""
-        return {
-            "status": self.status,
-            "message": self.message,
-            "generations": [generation.to_dict(compact=True) for generation in self.generations],
-        }
-
-    def result(self) -> list[Generation]:
-        """Return the generations on success; raise the matching :class:`LumaError` otherwise."""
-        if self.status == "success":
-            return self.generations
-        if self.status == "failed":
-            failed = next(g for g in self.generations if g.is_failed)
-            raise LumaGenerationFailedError(failed.id, failed.failure_reason)
-        if self.status == "timeout":
-            raise LumaWaitTimeoutError(self.message)
-        raise self.error or LumaError(self.message)
-
-
-Step = Poll | Sleep | Finished
-
-
 class WaitLoop:
     """
     Decides each step of a wait for generations to reach a state, until an absolute deadline.
@@ -184,12 +119,12 @@ class WaitLoop:
     Drive it with ``step = loop.first_step()`` and then ``step = loop.after_poll(...)`` /
     ``loop.after_sleep()`` until a :class:`Finished` comes back.
 
-    :param generation_ids: The generations to wait for, all of the family ``api``.
+    :param refs: The generations to wait for, all of one endpoint family (``luma-ai`` long-polls,
+        ``video`` polls every ``poll_interval``); a ref without a family is a ``luma-ai`` one.
     :param target: The state to wait for (a later non-failed state counts too).
     :param deadline: UNIX time after which the wait ends with ``timeout``; ``None`` waits forever.
     :param pacing: How calls are spaced.
     :param clock: Wall-clock source (seconds since the epoch); tests and benchmarks may replace it.
-    :param api: The endpoint family: ``luma-ai`` long-polls, ``video`` polls every ``poll_interval``.
     :param report_progress: Report every state on the way: each long poll holds for the state after
         the latest seen (``queued`` -> ``dreaming`` -> ``completed``) instead of ``target``, at most
         one more call per state, and each state is logged with the seconds since the generation's
@@ -199,19 +134,22 @@ class WaitLoop:
 
     def __init__(
         self,
-        generation_ids: Iterable[str],
+        refs: Iterable[GenerationRef],
         target: GenerationState,
         *,
         deadline: float | None,
         pacing: WaitPacing | None = None,
         clock: Callable[[], float] = time.time,
         logger: Any = None,
-        api: ApiFamily = ApiFamily.LUMA_AI,
         report_progress: bool = False,
     ):
-        self.generation_ids = list(generation_ids)
+        self.refs = {ref.id: ref for ref in refs}
+        families = {ref.api or ApiFamily.LUMA_AI for ref in self.refs.values()}
+        if len(families) != 1:
+            raise LumaInputError(f"A wait loop is for generations of one endpoint family, not {sorted(families)}.")
+        self.api: ApiFamily = families.pop()
+        self.generation_ids = list(self.refs)
         self.target = target
-        self.api = api
         self.report_progress = report_progress
         self.deadline = float("inf") if deadline is None else deadline
         self.pacing = pacing or WaitPacing()
@@ -251,7 +189,7 @@ class WaitLoop:
             if seen is None:
                 steps.append(GenerationState.QUEUED)
             elif seen.known_state is not None:
-                steps.append(_state_after(seen.known_state))
+                steps.append(seen.known_state.following)
         return min([self.target, *steps], key=lambda state: state.priority)
 
     def first_step(self) -> Step:
@@ -329,7 +267,16 @@ class WaitLoop:
     def _next_poll(self) -> Step:
         if self.clock() >= self.deadline:
             return self._timed_out()
-        return Poll(self.pending_ids, self.poll_target, self.deadline, hold=self.api.holds, api=self.api)
+        return self.poll(hold=self.api.holds)
+
+    def poll(self, *, hold: bool, deadline: float | None = None, retries: int | None = None) -> Poll:
+        """
+        The poll of what is pending now: held for :attr:`poll_target` when ``hold`` and the family
+        holds; ``deadline`` (default: the wait's) and per-call ``retries`` as :class:`Poll` says.
+        """
+        ends = deadline if deadline is not None else (None if math.isinf(self.deadline) else self.deadline)
+        refs = tuple(self.refs[i] for i in self.pending_ids)
+        return Poll(refs, self.poll_target, ends, hold=hold and self.api.holds, retries=retries)
 
     def _sleep_or_timeout(self, delay: float) -> Step:
         remaining = self.deadline - self.clock()
@@ -365,7 +312,7 @@ class WaitLoop:
         since = self._changed_at.get(generation.id, self._started_at)
         self._changed_at[generation.id] = now
         if self.report_progress:
-            born = self._born_at.setdefault(generation.id, _timestamp(generation.created_at) or now)
+            born = self._born_at.setdefault(generation.id, created_seconds(generation.created_at) or now)
             self.log.info(
                 "%s%s: %s after %d s.", PROGRESS_LOG_PREFIX, generation.id, generation.state, max(0, round(now - born))
             )
@@ -384,34 +331,6 @@ class WaitLoop:
             self.log.info("Luma generation %s is completed; usage: %s.", generation.id, usage)
 
 
-def _state_after(state: GenerationState) -> GenerationState:
-    """The state after ``state`` on a generation's way to ``completed`` (``completed``, ``failed``: itself)."""
-    following = {GenerationState.QUEUED: GenerationState.DREAMING, GenerationState.DREAMING: GenerationState.COMPLETED}
-    return following.get(state, state)
-
-
-def _timestamp(created_at: str | None) -> float | None:
-    """
-    UNIX time of an API ``created_at`` (ISO-8601, or epoch seconds or milliseconds), ``None`` if unreadable.
-
-    A time without a zone is taken as UTC.
-    """
-    if created_at is None:
-        return None
-    text = str(created_at).strip()
-    try:
-        number = float(text)
-    except ValueError:
-        try:
-            moment = datetime.fromisoformat(text)
-        except ValueError:
-            return None
-        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
-    if not math.isfinite(number) or number <= 0:
-        return None
-    return number / 1000 if number > 1e11 else number
-
-
 class Wait:
     """
     A wait over generations of one or more endpoint families: one :class:`WaitLoop` per family,
@@ -425,6 +344,60 @@ class Wait:
     def __init__(self, loops: list[WaitLoop], generation_ids: list[str]):
         self.loops = loops
         self.generation_ids = generation_ids
+
+    @classmethod
+    def of(
+        cls,
+        refs: Iterable[GenerationRef],
+        target: GenerationState,
+        *,
+        deadline: float | None,
+        pacing: WaitPacing | None = None,
+        logger: Any = None,
+        report_progress: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> Wait:
+        """
+        A wait for ``refs`` (their families decided: see :meth:`GenerationRef.resolved`), one loop per
+        family, in the order given.
+        """
+        refs = list(refs)
+        loops = [
+            WaitLoop(
+                [ref for ref in refs if (ref.api or ApiFamily.LUMA_AI) is family],
+                target,
+                deadline=deadline,
+                pacing=pacing,
+                clock=clock,
+                logger=logger,
+                report_progress=report_progress,
+            )
+            for family in ApiFamily
+            if any((ref.api or ApiFamily.LUMA_AI) is family for ref in refs)
+        ]
+        return cls(loops, [ref.id for ref in refs])
+
+    def check(
+        self, *, hold: bool, deadline: float | None = None, retries: int | None = None
+    ) -> list[tuple[WaitLoop, Poll]]:
+        """
+        The polls of one check of every family, universal ones first (they answer at once; a held
+        long poll may not); judge what they answer with each loop's ``after_poll`` and :meth:`after_check`.
+        """
+        ordered = sorted(self.loops, key=lambda loop: loop.api.holds)
+        return [(loop, loop.poll(hold=hold, deadline=deadline, retries=retries)) for loop in ordered]
+
+    def after_check(self, steps: list[Step], *, complete: bool) -> Finished | None:
+        """
+        How a check ended the wait, given the steps its loops decided so far: at the first failure,
+        error or time-out; with success once ``complete`` and every family succeeded; else ``None``.
+        """
+        for step in steps:
+            if isinstance(step, Finished) and step.status != "success":
+                return self.merge([step])
+        if complete and all(isinstance(step, Finished) for step in steps):
+            return self.merge([step for step in steps if isinstance(step, Finished)])
+        return None
 
     @property
     def target(self) -> GenerationState:
@@ -445,6 +418,15 @@ class Wait:
     def left_out_ids(self) -> list[str]:
         """The ids the latest answers left out, in every family."""
         return [i for loop in self.loops for i in loop.left_out_ids]
+
+    @property
+    def seen_anything(self) -> bool:
+        """Whether any answer of this wait reported a generation."""
+        return any(loop.latest for loop in self.loops)
+
+    def poke(self, *, deadline: float, keeps_state: bool) -> Poke:
+        """The checks of one poke of this wait (a sensor's, from the worker): see :class:`Poke`."""
+        return Poke(self, deadline=deadline, keeps_state=keeps_state, fresh=not self.seen_anything)
 
     def observe(self, generations: Iterable[Generation]) -> Finished | None:
         """Record what is already known (e.g. a create answer); how the wait ended, or ``None``."""
@@ -471,3 +453,48 @@ class Wait:
         return Finished(
             "success", f"{len(self.generation_ids)} Luma generation(s) reached '{self.target.value}'.", ordered
         )
+
+
+@dataclass
+class Poke:
+    """
+    The rules of one poke of a wait, from a worker (a sensor in ``poke`` or ``reschedule`` mode):
+    a first check held at most until ``deadline``, then, by :meth:`after`, maybe more:
+
+    * with ``report_progress``, a wait that had seen nothing (``fresh``) learns where things stand
+      from its first check, answered at once: one more check, held for the next state;
+    * a wait that keeps no state from one poke to the next (``keeps_state`` false: reschedule mode,
+      a new sensor each poke) asks again, ``min_poll_interval`` apart, for ids an answer left out,
+      until :data:`MISSING_ANSWERS_LIMIT` answers in a row did (and so end the wait) or one did not.
+
+    :param wait: The wait.
+    :param deadline: UNIX time the poke ends by.
+    :param keeps_state: Whether the next poke sees this wait again (poke mode).
+    :param fresh: Whether the wait had seen nothing when the poke began.
+    """
+
+    wait: Wait
+    deadline: float
+    keeps_state: bool
+    fresh: bool
+    checks: int = 0
+    asked_again: int = 0
+
+    def first(self) -> Check:
+        """The first check: held."""
+        self.checks = 1
+        return Check(hold=True)
+
+    def after(self, finished: Finished | None, now: float) -> Check | None:
+        """The next check after one that ended the wait (``finished``) or not; ``None``: the poke is over."""
+        if finished is not None or now >= self.deadline:
+            return None
+        left_out = bool(self.wait.left_out_ids)
+        if self.checks == 1 and self.fresh and self.wait.report_progress and not left_out:
+            self.checks += 1
+            return Check(hold=True)
+        if not self.keeps_state and left_out and self.asked_again < MISSING_ANSWERS_LIMIT - 1:
+            self.checks += 1
+            self.asked_again += 1
+            return Check(hold=False, pause=self.wait.loops[0].pacing.min_poll_interval)
+        return None

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_luma.hooks.budget import CallSchedule
-from airflow_provider_luma.models import ApiFamily, Generation, GenerationState
+from airflow_provider_luma.models import ApiFamily, Generation, GenerationRef, GenerationState
 from airflow_provider_luma.waiting import Finished, Poll, Sleep, WaitLoop, WaitPacing
 from benchmarks.common import REAL_HOLD, percentile, table, window_peak
 
@@ -82,7 +82,12 @@ def simulate(
     schedule = CallSchedule(*budget) if budget else None
     loops = [
         WaitLoop(
-            [f"g{i}"], GenerationState.COMPLETED, deadline=None, pacing=pacing, clock=clock, logger=_QUIET, api=family
+            [GenerationRef(f"g{i}", family)],
+            GenerationState.COMPLETED,
+            deadline=None,
+            pacing=pacing,
+            clock=clock,
+            logger=_QUIET,
         )
         for i in range(len(waits))
     ]

@@ -266,7 +266,10 @@ def test_the_test_button_works_for_a_connection_with_its_port_stored():
         simulator.stop()
     assert answers["luma_port_stored"] == (
         200,
-        {"status": True, "message": "The Luma API accepted the key on the luma-ai and video endpoints."},
+        {
+            "status": True,
+            "message": f"The Luma API at {simulator.base_url} accepted the key on the luma-ai and video endpoints.",
+        },
     )
     # Airflow 3.3.2 refuses a connection with no stored port (the UI sends 0). When this fails, Airflow fixed
     # it: update docs/connection.md ("Airflow 3.3.2 needs a stored port") and this test.

@@ -12,6 +12,7 @@ import json
 import math
 import re
 import ssl
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -21,9 +22,11 @@ import aiohttp
 import requests
 import urllib3
 
+from airflow_provider_luma import outcome
 from airflow_provider_luma.errors import (
     MAYBE_CREATED_HINT,
     LumaAuthenticationError,
+    LumaConfigurationError,
     LumaConflictError,
     LumaConnectionError,
     LumaError,
@@ -46,6 +49,12 @@ MAX_ERROR_BODY_BYTES = 64 * 1024
 RETRY_AFTER_FLOOR = 0.5
 #: The generic 404 of the service's framework (NestJS) for a route it does not have.
 _NO_ROUTE = re.compile(r"^Cannot (GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS) /")
+#: Said by every error after which the request cannot have reached the server.
+NOT_CREATED_HINT = "Nothing was sent, so the generation was not created."
+#: What OpenSSL says when the other side answered a TLS handshake in plain HTTP.
+_PLAIN_HTTP_REASONS = frozenset(
+    {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG", "HTTP_REQUEST", "UNKNOWN_PROTOCOL"}
+)
 
 
 def body_limit(status: int, headers: Mapping[str, str], *, what: str) -> int:
@@ -61,13 +70,19 @@ def body_limit(status: int, headers: Mapping[str, str], *, what: str) -> int:
     return MAX_ANSWER_BYTES
 
 
-def read_capped(response: requests.Response, limit: int) -> bytes:
-    """At most ``limit`` + 1 bytes of a streamed ``requests`` answer (one more tells that it held more)."""
+def read_capped(response: requests.Response, limit: int, deadline: float | None = None) -> bytes:
+    """
+    At most ``limit`` + 1 bytes of a streamed ``requests`` answer (one more tells that it held more).
+    Past ``deadline`` (UNIX time) between two reads, :class:`TimeoutError` (the watchdog of
+    :mod:`.deadlines` ends a read blocked past it).
+    """
     body = bytearray()
     for chunk in response.iter_content(chunk_size=64 * 1024):
         body += chunk
         if len(body) > limit:
             break
+        if deadline is not None and time.time() >= deadline:
+            raise TimeoutError("the answer took longer than the call's deadline")
     return bytes(body[: limit + 1])
 
 
@@ -169,17 +184,25 @@ def _server_message(text: str) -> tuple[str | None, str | None]:
     try:
         body = json.loads(text)
     except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
-        return (text.strip()[:200] or None), None
+        return (outcome.message(text.strip(), 200) or None), None
     if not isinstance(body, Mapping):
         return None, None
     message = body.get("message") or body.get("detail") or body.get("error")
     if not isinstance(message, str) and message is not None:
-        message = json.dumps(message)[:500]
+        message = _json_text(message)
     details = body.get("errors")
     if details:
-        message = f"{message} {json.dumps(details)[:500]}" if message else json.dumps(details)[:500]
+        message = f"{message} {_json_text(details)}" if message else _json_text(details)
     request_id = body.get("requestId")
-    return message, (str(request_id) if request_id else None)
+    # The server's words go into messages that leave the provider: valid text, bounded, key-free.
+    return (
+        outcome.message(message, 1000) if message else None,
+        outcome.message(str(request_id), 100) if request_id else None,
+    )
+
+
+def _json_text(value: object) -> str:
+    return json.dumps(outcome.storable(value, depth=4, text_limit=500))[:500]
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
@@ -214,21 +237,78 @@ def parse_json(text: str, *, what: str) -> Any:
         raise LumaResponseError(f"The Luma API answered {what} with a body that is not JSON.") from None
 
 
-def connection_error(error: BaseException, *, what: str, creates: bool) -> LumaConnectionError:
-    """The :class:`LumaConnectionError` for a failed exchange; says whether the request may have been acted on."""
-    sent = not _never_connected(error)
-    if isinstance(error, (asyncio.TimeoutError, requests.exceptions.Timeout)) and sent:
-        problem = "did not answer in time"
-    elif sent:
-        problem = "dropped the connection"
-    else:
-        problem = "could not be reached"
+def connection_error(
+    error: BaseException,
+    *,
+    what: str,
+    creates: bool,
+    sent: bool | None = None,
+    timed_out: bool = False,
+    conn_id: str = "luma_default",
+    host: str = "the API",
+) -> LumaError:
+    """
+    The error for a failed exchange, saying whether the request may have been acted on.
+
+    Before any byte of the request could reach the server (a refused or timed-out connection, a name
+    that does not resolve, a TLS handshake that failed, a header refused locally) nothing was created:
+    the message says so, and what to fix when it is a setting. Only failures after it was sent keep
+    "may have been created" (:data:`~airflow_provider_luma.errors.MAYBE_CREATED_HINT`).
+
+    :param sent: Whether bytes of the request were handed to a socket, when the caller knows it;
+        ``None``: told from the exception.
+    :param timed_out: The call's deadline ended the exchange.
+    """
+    if _refused_locally(error):
+        return LumaConfigurationError(
+            f"A header of the call could not be sent while {what} ({type(error).__name__}): the API key of "
+            f"connection {conn_id!r} holds a line break or another character a header cannot carry; fix the key "
+            f"in the connection's password. {NOT_CREATED_HINT}"
+        )
+    if _plain_http_answer(error):
+        return LumaConfigurationError(
+            f"{host} answered the TLS handshake in plain HTTP while {what}: https to a server that speaks plain "
+            f"http: use http:// in the host (allowed for loopback, else with the extra allow_insecure_http). "
+            f"{NOT_CREATED_HINT}"
+        )
+    never = not sent if sent is not None else _never_connected(error)
+    if never:
+        problem = "could not be reached in time" if timed_out or _is_timeout(error) else "could not be reached"
+        return never_sent_error(f"The Luma API {problem} while {what} ({type(error).__name__})", creates=creates)
+    problem = "did not answer in time" if timed_out or _is_timeout(error) else "dropped the connection"
     message = f"The Luma API {problem} while {what} ({type(error).__name__})."
-    if creates and sent:
+    if creates:
         message += f" {MAYBE_CREATED_HINT}"
-    result = LumaConnectionError(message, request_sent=sent)
-    result.maybe_created = creates and sent
+    result = LumaConnectionError(message, request_sent=True)
+    result.maybe_created = creates
     return result
+
+
+def never_sent_error(problem: str, *, creates: bool) -> LumaConnectionError:
+    """A transient error of a call that never left this machine: safe to send again, a create included."""
+    hint = f" {NOT_CREATED_HINT[:-1]}: it is tried again." if creates else ""
+    return LumaConnectionError(f"{problem}.{hint}", request_sent=False)
+
+
+def _is_timeout(error: BaseException) -> bool:
+    return isinstance(error, (asyncio.TimeoutError, requests.exceptions.Timeout))
+
+
+def _refused_locally(error: BaseException) -> bool:
+    """A header the HTTP client refused to send (requests' ``InvalidHeader``, aiohttp's ``ValueError``)."""
+    if isinstance(error, requests.exceptions.InvalidHeader):
+        return True
+    return type(error) is ValueError and "header" in str(error).lower()
+
+
+def _plain_http_answer(error: BaseException) -> bool:
+    """Whether the TLS handshake failed because the server spoke plain HTTP (not transient: fix the host)."""
+    if not isinstance(error, (requests.exceptions.SSLError, aiohttp.ClientConnectorSSLError, ssl.SSLError)):
+        return False
+    return any(
+        isinstance(cause, ssl.SSLError) and str(getattr(cause, "reason", "")).upper() in _PLAIN_HTTP_REASONS
+        for cause in _causes(error)
+    )
 
 
 def _never_connected(error: BaseException) -> bool:

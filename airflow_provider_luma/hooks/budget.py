@@ -217,29 +217,44 @@ class CallBudget:
     def __repr__(self) -> str:
         return f"CallBudget(rate={self.schedule.rate!r}, burst={self.schedule.burst!r})"
 
-    def acquire(self) -> Slot:
-        """Block this thread until a call may start; the call's :class:`Slot`."""
+    def acquire(self, deadline: float | None = None) -> Slot:
+        """
+        Block this thread until a call may start; the call's :class:`Slot`.
+
+        :param deadline: UNIX time (the clock of a call's deadline) by which the call must start;
+            past it, :class:`BudgetTimeout` is raised and the call leaves the queue.
+        """
         ticket, again, now = self._join()
         try:
             while again is not None:
-                time.sleep(max(0.0, again - self.clock()))
+                time.sleep(self._pause(again, deadline))
                 again, now = self._start(ticket)
         except BaseException:
             self._leave(ticket)
             raise
         return Slot(ticket, now)
 
-    async def aacquire(self) -> Slot:
+    async def aacquire(self, deadline: float | None = None) -> Slot:
         """Async twin of :meth:`acquire`: only this task waits; the event loop runs on."""
         ticket, again, now = self._join()
         try:
             while again is not None:
-                await asyncio.sleep(max(0.0, again - self.clock()))
+                await asyncio.sleep(self._pause(again, deadline))
                 again, now = self._start(ticket)
-        except BaseException:  # cancelled: leave the queue
+        except BaseException:  # cancelled, or past its deadline: leave the queue
             self._leave(ticket)
             raise
         return Slot(ticket, now)
+
+    def _pause(self, again: float, deadline: float | None) -> float:
+        """Seconds to sleep towards ``again`` (the budget's clock), never past ``deadline`` (then: BudgetTimeout)."""
+        pause = max(0.0, again - self.clock())
+        if deadline is None:
+            return pause
+        left = deadline - time.time()
+        if left <= 0:
+            raise BudgetTimeout("The call budget could not let this call start before its deadline.")
+        return min(pause, left)
 
     def _join(self) -> tuple[int, float | None, float]:
         """Queue up: the ticket, ``None`` if started at once (else when to try), and the time."""

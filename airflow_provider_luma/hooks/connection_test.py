@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+import time
 from typing import TYPE_CHECKING
 
 from airflow_provider_luma.errors import (
@@ -14,12 +14,12 @@ from airflow_provider_luma.errors import (
     LumaRouteNotFoundError,
 )
 from airflow_provider_luma.hooks.endpoints import PROBE_GENERATION_ID, fetch_plan
-from airflow_provider_luma.models import ApiFamily
+from airflow_provider_luma.models import ApiFamily, GenerationRef
 
 if TYPE_CHECKING:
     from airflow_provider_luma.hooks.luma import LumaHook
 
-#: Read time-out of each probe: the button must answer in seconds, not after a long poll's minute.
+#: Seconds each probe may take in all: the button must answer in seconds, not after a long poll's minute.
 PROBE_TIMEOUT = 15.0
 
 
@@ -28,20 +28,20 @@ def check_connection(hook: LumaHook) -> tuple[bool, str]:
     Check the key without paying: fetch an id that cannot exist from each endpoint family; a "not
     found" of that generation means the key was accepted there. A "no such route" (the framework's
     generic ``Cannot GET /path`` 404) means the family is gone from the server, and proves nothing
-    about the key. Each probe is tried once (no retries), so a wrong host fails at once.
+    about the key. Each probe is tried once (a per-call retry override, no retries) and bounded in all
+    by :data:`PROBE_TIMEOUT`, so a wrong host fails at once.
     """
     try:
         settings = hook.settings
     except LumaError as error:
         return False, error.message  # the connection itself is unusable: the message says what to fix
-    probe = type(hook)(luma_conn_id=hook.luma_conn_id)
-    probe.settings = replace(settings, max_retries=0, timeout=min(settings.timeout, PROBE_TIMEOUT))  # type: ignore[misc]
     base = settings.base_url
     reached: list[str] = []
     gone: list[str] = []
     for family in ApiFamily:
         try:
-            probe.run(fetch_plan(probe.settings, PROBE_GENERATION_ID, family))
+            ref = GenerationRef(PROBE_GENERATION_ID, family)
+            hook.run(fetch_plan(settings, ref, deadline=time.time() + PROBE_TIMEOUT, retries=0))
         except LumaRouteNotFoundError:
             gone.append(family.value)
             continue

@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import tempfile
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -15,12 +16,12 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 from airflow.providers.common.compat.sdk import ObjectStoragePath
-from requests.adapters import HTTPAdapter
-from tenacity import Retrying, retry_if_exception, stop_after_attempt
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay
 
 from airflow_provider_luma.errors import LumaConnectionError, LumaError, LumaInputError, LumaResponseError
 from airflow_provider_luma.hooks import video_url
 from airflow_provider_luma.hooks.answers import MAX_ERROR_BODY_BYTES, answer_text, error_for_response, read_capped
+from airflow_provider_luma.hooks.deadlines import GuardedAdapter, Watchdog
 from airflow_provider_luma.hooks.settings import LumaSettings
 from airflow_provider_luma.hooks.transport import RETRY_BACKOFF, is_transient
 from airflow_provider_luma.hooks.video_url import (
@@ -39,6 +40,19 @@ VIDEO_CHUNK_SIZE = 1024 * 1024
 VIDEO_MAX_RETRIES = 3
 #: Connect and read time-outs (seconds) of one CDN request.
 VIDEO_TIMEOUT = (10.0, 60.0)
+#: A download (every attempt and redirect) takes at most this long, plus the time to read
+#: ``max_video_bytes`` at :data:`VIDEO_MIN_RATE`: see :func:`download_limit`.
+VIDEO_TIME_FLOOR = 10.0
+#: The slowest transfer a download of ``max_video_bytes`` is given time for, in bytes per second.
+VIDEO_MIN_RATE = 512 * 1024
+
+
+def download_limit(max_video_bytes: int) -> float:
+    """
+    Seconds a download of one video may take in all: :data:`VIDEO_TIME_FLOOR` plus ``max_video_bytes``
+    at :data:`VIDEO_MIN_RATE` (the default 2 GiB: about 68 minutes; 100 MB: about 3 minutes).
+    """
+    return VIDEO_TIME_FLOOR + max_video_bytes / VIDEO_MIN_RATE
 
 
 class VideoDownload:
@@ -95,8 +109,10 @@ class VideoDownload:
         temporary = target.with_name(f"{target.name}.part-{uuid.uuid4().hex}")
         host = urlsplit(completed.video_url or "").hostname
         self.log.info("Downloading the video of Luma generation %s from %s to %s.", completed.id, host, target)
+        limit = download_limit(self.settings.max_video_bytes)
+        deadline = time.time() + limit
         retrying = Retrying(
-            stop=stop_after_attempt(max_retries + 1),
+            stop=stop_after_attempt(max_retries + 1) | stop_after_delay(limit),
             wait=RETRY_BACKOFF,
             retry=retry_if_exception(is_transient),
             reraise=True,
@@ -104,7 +120,7 @@ class VideoDownload:
         try:
             for attempt in retrying:
                 with attempt:
-                    size = self._stream(completed, temporary, chunk_size)
+                    size = self._stream(completed, temporary, chunk_size, deadline)
             _move_into_place(temporary, target)
         except BaseException:
             _remove_quietly(temporary)
@@ -112,7 +128,7 @@ class VideoDownload:
         self.log.info("Wrote the video of Luma generation %s (%d bytes) to %s.", completed.id, size, target)
         return target
 
-    def _stream(self, generation: Generation, temporary: Any, chunk_size: int) -> int:
+    def _stream(self, generation: Generation, temporary: Any, chunk_size: int, deadline: float) -> int:
         what = f"downloading the video of generation {generation.id}"
         policy = VideoHostPolicy.for_settings(self.settings, self.resolver or video_url.default_resolver)
         url = generation.video_url
@@ -126,21 +142,32 @@ class VideoDownload:
         with file:
             for _ in range(MAX_REDIRECTS + 1):
                 hop = policy.check(url, proxied=_proxied(url), what=what)  # before any connection
-                try:
-                    with _session(hop) as session, _get(session, hop, self.timeout) as answer:
-                        if answer.is_redirect:  # followed here, so that each hop is checked
-                            url = urljoin(url, answer.headers["Location"])
-                            continue
-                        written = self._save(answer, file, chunk_size, what)
-                except requests.exceptions.RequestException as error:
-                    raise LumaConnectionError(
-                        f"The video host dropped the connection while {what} ({type(error).__name__})."
-                    ) from None
+                # The whole download ends by its deadline, however slowly the host sends (see .deadlines).
+                with Watchdog(deadline) as watchdog:
+                    timeout = (min(self.timeout[0], watchdog.remaining), min(self.timeout[1], watchdog.remaining))
+                    try:
+                        with _session(hop) as session, _get(session, hop, timeout) as answer:
+                            if answer.is_redirect:  # followed here, so that each hop is checked
+                                url = urljoin(url, answer.headers["Location"])
+                                continue
+                            written = self._save(answer, file, chunk_size, what, deadline)
+                    except Exception as error:
+                        if watchdog.fired or isinstance(error, TimeoutError):
+                            limit = download_limit(self.settings.max_video_bytes)
+                            raise LumaConnectionError(
+                                f"The video host took longer than the download's limit of {limit:.0f} s (scaled to "
+                                f"max_video_bytes) while {what}."
+                            ) from None
+                        if not isinstance(error, requests.exceptions.RequestException):
+                            raise
+                        raise LumaConnectionError(
+                            f"The video host dropped the connection while {what} ({type(error).__name__})."
+                        ) from None
                 _sync_to_disk(file)
                 return written
         raise LumaVideoUrlRefusedError(f"The video host redirected more than {MAX_REDIRECTS} times while {what}.")
 
-    def _save(self, answer: requests.Response, file: Any, chunk_size: int, what: str) -> int:
+    def _save(self, answer: requests.Response, file: Any, chunk_size: int, what: str, deadline: float) -> int:
         if answer.status_code >= 400:
             body = read_capped(answer, MAX_ERROR_BODY_BYTES)  # an error page is cut, never read whole
             text = answer_text(answer.status_code, body, MAX_ERROR_BODY_BYTES, what=what)
@@ -169,6 +196,8 @@ class VideoDownload:
             if written > limit:
                 raise _too_large(what, f"more than {limit} bytes", limit)
             file.write(chunk)
+            if time.time() >= deadline:
+                raise TimeoutError(what)
         if written == 0:
             raise LumaConnectionError(f"The video host sent an empty body while {what}.")
         if expected.isdigit() and written != int(expected):
@@ -183,7 +212,7 @@ def _proxied(url: str) -> bool:
     return requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url)) is not None
 
 
-class _PinnedAdapter(HTTPAdapter):
+class _PinnedAdapter(GuardedAdapter):
     """Connects to the checked address of a URL rewritten to it; TLS (SNI, certificate) still names the host."""
 
     def __init__(self, hostname: str) -> None:
@@ -199,8 +228,8 @@ class _PinnedAdapter(HTTPAdapter):
 def _session(hop: Target) -> requests.Session:
     # A plain session, not the API's: the CDN must never see the API key.
     session = requests.Session()
-    if hop.address is not None:
-        session.mount("https://", _PinnedAdapter(hop.hostname))
+    session.mount("http://", GuardedAdapter())
+    session.mount("https://", _PinnedAdapter(hop.hostname) if hop.address is not None else GuardedAdapter())
     return session
 
 

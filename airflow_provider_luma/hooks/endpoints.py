@@ -8,6 +8,12 @@ with themselves or the service has moved on:
 * which query name makes each ``luma-ai`` fetch hold (``state`` or ``status``): :class:`HoldParameter`;
 * whether the ``luma-ai`` routes exist at all: when they answer the framework's generic 404, a
   create falls back to the universal endpoint (a route 404 created nothing, so it cannot pay twice).
+
+And one chunking rule, for both paths (:func:`fetch_plans`): universal generations one call each,
+``luma-ai`` ones one call per ``ids_per_request`` ids, **every call held at once** (the drivers run
+the plans side by side: threads in a worker, tasks on an event loop), so a poll of many ids takes one
+hold, not one per chunk. Only this module and :mod:`airflow_provider_luma.waiting` decide pacing,
+chunking and what a missing answer means.
 """
 
 from __future__ import annotations
@@ -16,15 +22,24 @@ import logging
 import re
 import threading
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
+from airflow_provider_luma import outcome
 from airflow_provider_luma.create_requests import CreateRequest, to_universal
 from airflow_provider_luma.errors import LumaResponseError, LumaRouteNotFoundError, LumaValidationError
+from airflow_provider_luma.hooks.plans import Answer, Call, Plan
 from airflow_provider_luma.hooks.settings import LumaSettings
-from airflow_provider_luma.hooks.transport import Answer, Call, Plan
-from airflow_provider_luma.models import ApiFamily, Generation, GenerationState, parse_generation_list
+from airflow_provider_luma.models import (
+    ApiFamily,
+    Generation,
+    GenerationRef,
+    GenerationState,
+    is_wellformed_id,
+    parse_generation_list,
+)
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LUMA_AI_GENERATION_PATH = "/v2/generate/video/luma-ai/generation"
 LUMA_AI_GENERATIONS_PATH = "/v2/generate/video/luma-ai/generations"
@@ -183,7 +198,14 @@ def _created_video(payload: Any) -> Generation:
 
 def _created(payload: Any, api: ApiFamily) -> Generation:
     try:
-        return Generation.from_api(payload, api=api)
+        generation = Generation.from_api(payload, api=api)
+        if not is_wellformed_id(generation.id):
+            # It would go into XCom, the retry record, URLs and file names: unusable, though paid for.
+            raise LumaResponseError(
+                "The Luma API answered the create with an unusable id "
+                f"({outcome.storable_text(repr(generation.id), 200)})."
+            )
+        return generation
     except LumaResponseError as error:
         # The API answered 2xx: the generation exists and is paid for, we just cannot tell its id.
         error.message += " The generation was created anyway: check your account before submitting again."
@@ -197,38 +219,81 @@ def _created(payload: Any, api: ApiFamily) -> Generation:
 
 def fetch_plan(
     settings: LumaSettings,
-    generation_id: str,
-    api: ApiFamily,
+    ref: GenerationRef,
     target: GenerationState | None = None,
     deadline: float | None = None,
+    retries: int | None = None,
 ) -> Plan[Generation]:
-    """Fetch one generation; a ``luma-ai`` one with ``target`` is a long poll, a universal one answers at once."""
-    what = f"fetching generation {generation_id}"
-    if api is ApiFamily.VIDEO:
+    """
+    Fetch one generation of ``ref``'s family (``luma-ai`` when unknown); a ``luma-ai`` one with
+    ``target`` is a long poll, a universal one answers at once.
+
+    :param retries: Retries of the call instead of the connection's (see :class:`~.plans.Call`).
+    """
+    what = f"fetching generation {ref.id}"
+    if ref.api is ApiFamily.VIDEO:
         answer = yield Call(
-            "GET", VIDEO_GENERATIONS_PATH, what, params={"generation_id": generation_id}, parse=_video_generation
+            "GET",
+            VIDEO_GENERATIONS_PATH,
+            what,
+            params={"generation_id": ref.id},
+            deadline=deadline,
+            parse=_video_generation,
+            max_retries=retries,
         )
         return answer.payload
     (generation,) = yield from _luma_ai_fetch(
-        settings, "single", [generation_id], target, deadline, params=[("generation_id", generation_id)]
+        settings, "single", [ref.id], target, deadline, params=[("generation_id", ref.id)], retries=retries
     )
     return generation
 
 
 def fetch_many_plan(
     settings: LumaSettings,
-    generation_ids: Sequence[str],
+    refs: Sequence[GenerationRef],
     target: GenerationState | None = None,
     deadline: float | None = None,
+    retries: int | None = None,
 ) -> Plan[list[Generation]]:
     """Fetch up to ``ids_per_request`` ``luma-ai`` generations in one multi-fetch call (a long poll with ``target``)."""
-    ids = list(generation_ids)
+    ids = [ref.id for ref in refs]
     params = (
         [("generation_ids", ",".join(ids))]
         if settings.comma_separated_ids
         else [("generation_ids[]", generation_id) for generation_id in ids]
     )
-    return (yield from _luma_ai_fetch(settings, "multi", ids, target, deadline, params=params))
+    return (yield from _luma_ai_fetch(settings, "multi", ids, target, deadline, params=params, retries=retries))
+
+
+def fetch_plans(
+    settings: LumaSettings,
+    refs: Sequence[GenerationRef],
+    target: GenerationState | None = None,
+    deadline: float | None = None,
+    retries: int | None = None,
+) -> list[Plan[list[Generation]]]:
+    """
+    The chunking rule: the plans that fetch ``refs`` (families decided), to be run at once. Universal
+    generations one call each, never held; ``luma-ai`` ones one single fetch for one id, else one
+    multi-fetch per ``ids_per_request`` ids, **each** held for ``target`` when given.
+    """
+    plans: list[Plan[list[Generation]]] = []
+    luma_ai = [ref for ref in refs if ref.api is not ApiFamily.VIDEO]
+    for ref in refs:
+        if ref.api is ApiFamily.VIDEO:
+            plans.append(_listed(fetch_plan(settings, ref, None, deadline, retries)))
+    if len(luma_ai) == 1:
+        plans.append(_listed(fetch_plan(settings, luma_ai[0], target, deadline, retries)))
+    elif luma_ai:
+        plans.extend(
+            fetch_many_plan(settings, chunk, target, deadline, retries)
+            for chunk in chunks(luma_ai, settings.ids_per_request)
+        )
+    return plans
+
+
+def _listed(plan: Plan[Generation]) -> Plan[list[Generation]]:
+    return [(yield from plan)]
 
 
 def _luma_ai_fetch(
@@ -239,6 +304,7 @@ def _luma_ai_fetch(
     deadline: float | None,
     *,
     params: list[tuple[str, str]],
+    retries: int | None = None,
 ) -> Plan[list[Generation]]:
     path = LUMA_AI_GENERATION_PATH if kind == "single" else LUMA_AI_GENERATIONS_PATH
     what = f"fetching generation{'s' if len(ids) > 1 else ''} {', '.join(ids)}"
@@ -248,7 +314,9 @@ def _luma_ai_fetch(
         name = hold.name if hold is not None else None
         query = params + ([(name, target.value)] if name is not None and target is not None else [])
         try:
-            answer: Answer = yield Call("GET", path, what, params=query, deadline=deadline, parse=parse)
+            answer: Answer = yield Call(
+                "GET", path, what, params=query, deadline=deadline, parse=parse, max_retries=retries
+            )
         except LumaValidationError as error:
             if hold is None or name is None or not _names(error, name) or not hold.rejected(name):
                 raise
@@ -256,7 +324,8 @@ def _luma_ai_fetch(
         except LumaRouteNotFoundError as error:
             _mark_luma_ai_gone(settings)
             raise LumaRouteNotFoundError(
-                f"The Luma API at {settings.base_url} no longer serves the luma-ai endpoints ({error.message}): "
+                f"The Luma API at {outcome.safe_url(settings.base_url)} no longer serves the luma-ai endpoints "
+                f"({error.message}): "
                 f"generation(s) {', '.join(ids)} were created there and can no longer be fetched.",
                 http_status=error.http_status,
             ) from None
@@ -284,7 +353,7 @@ def _names(error: LumaValidationError, name: str) -> bool:
     return bool(error.server_message and re.search(rf"\b{re.escape(name)}\b", error.server_message))
 
 
-def chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
+def chunks(items: Sequence[T], size: int) -> Iterator[list[T]]:
     """``items`` in lists of at most ``size``."""
     for start in range(0, len(items), size):
         yield list(items[start : start + size])

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from functools import cached_property
 from typing import Any
@@ -12,29 +11,18 @@ from typing import Any
 from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
 from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
 
+from airflow_provider_luma import outcome
 from airflow_provider_luma.connection_form import connection_form_widgets, ui_field_behaviour
 from airflow_provider_luma.create_requests import CreateRequest, build_create_request
-from airflow_provider_luma.errors import (
-    LumaConfigurationError,
-)
+from airflow_provider_luma.errors import LumaConfigurationError
 from airflow_provider_luma.hooks import connection_test, download, waits
 from airflow_provider_luma.hooks.answers import error_for_response, parse_json
-from airflow_provider_luma.hooks.endpoints import (
-    chunks,
-    create_plan,
-    fetch_many_plan,
-    fetch_plan,
-)
+from airflow_provider_luma.hooks.endpoints import create_plan, fetch_plan, fetch_plans
+from airflow_provider_luma.hooks.plans import Plan, arun_plan, arun_plans, run_plan, run_plans
 from airflow_provider_luma.hooks.settings import API_HOLD_SECONDS, DEFAULT_HOST, SETTINGS_CACHE, LumaSettings
-from airflow_provider_luma.hooks.transport import AsyncTransport, SyncTransport, arun_plan, run_plan
-from airflow_provider_luma.models import (
-    ApiFamily,
-    Generation,
-    GenerationRef,
-    GenerationState,
-    normalize_generation_refs,
-)
-from airflow_provider_luma.waiting import Finished, Poll, Wait, WaitLoop, WaitPacing
+from airflow_provider_luma.hooks.transport import AsyncTransport, SyncTransport
+from airflow_provider_luma.models import Generation, GenerationRef, GenerationState, normalize_generation_refs
+from airflow_provider_luma.waiting import Finished, Poll, Wait, WaitPacing
 
 __all__ = [
     "API_HOLD_SECONDS",
@@ -109,14 +97,18 @@ class LumaHook(BaseHook):
             conn: Any = self.get_connection(self.luma_conn_id)
         except AirflowNotFoundException:
             raise LumaConfigurationError(self._missing_connection_message()) from None
-        return LumaSettings.from_connection(conn, conn.extra_dejson)
+        settings = LumaSettings.from_connection(conn, conn.extra_dejson)
+        outcome.remember_secret(settings.api_key)  # never in a message from now on
+        return settings
 
     async def _aread_settings(self) -> LumaSettings:
         try:
             conn: Any = await get_async_connection(self.luma_conn_id, hook=type(self))
         except AirflowNotFoundException:
             raise LumaConfigurationError(self._missing_connection_message()) from None
-        return LumaSettings.from_connection(conn, await get_async_extra_dejson(conn))
+        settings = LumaSettings.from_connection(conn, await get_async_extra_dejson(conn))
+        outcome.remember_secret(settings.api_key)
+        return settings
 
     def _reread_after_401(self) -> LumaSettings:
         """Read the connection past the cache (a 401: the key may have been rotated); the hook takes its key."""
@@ -155,13 +147,21 @@ class LumaHook(BaseHook):
         """The shared aiohttp session while inside ``async with`` (``None`` outside)."""
         return self._async_transport._session if self._async_transport is not None else None
 
-    def run(self, plan: Any) -> Any:
-        """Drive a plan of calls (see :mod:`airflow_provider_luma.hooks.transport`) in this thread."""
+    def run(self, plan: Plan[Any]) -> Any:
+        """Drive a plan of calls (see :mod:`airflow_provider_luma.hooks.plans`) in this thread."""
         return run_plan(self._transport, plan)
 
-    async def arun(self, plan: Any) -> Any:
+    async def arun(self, plan: Plan[Any]) -> Any:
         """Async twin of :meth:`run`."""
         return await arun_plan(await self._atransport(), plan)
+
+    def run_all(self, plans: Sequence[Plan[Any]]) -> list[Any]:
+        """Drive several plans at once (a thread each); their results in order."""
+        return run_plans(self._transport, plans)
+
+    async def arun_all(self, plans: Sequence[Plan[Any]]) -> list[Any]:
+        """Async twin of :meth:`run_all` (a task each)."""
+        return await arun_plans(await self._atransport(), plans)
 
     # -- async session -----------------------------------------------------------------------------
 
@@ -209,7 +209,8 @@ class LumaHook(BaseHook):
         return generation
 
     def _log_created(self, generation: Generation) -> None:
-        model = generation.raw.get("model") if isinstance(generation.raw.get("model"), str) else None
+        raw_model = generation.raw.get("model")
+        model = outcome.storable_text(raw_model, 128) if isinstance(raw_model, str) else None
         self.log.info(
             "Created Luma generation %s (%s, %s endpoint%s).",
             generation.id,
@@ -219,6 +220,20 @@ class LumaHook(BaseHook):
         )
 
     # -- API: fetch ------------------------------------------------------------------------------
+
+    def refs(
+        self, generations: Any, *, api: str | None = None, settings: LumaSettings | None = None
+    ) -> list[GenerationRef]:
+        """
+        What a user passes as generations (ids, generation dicts, refs, a comma-separated string),
+        as references whose family is decided: the one place each entry point normalizes its input.
+
+        :param generations: One generation or several.
+        :param api: The family of bare ids; default: the connection's ``api`` extra.
+        :param settings: The connection's settings, when the caller has them (async code).
+        """
+        default = (settings or self.settings).api
+        return [ref.resolved(default) for ref in normalize_generation_refs(generations, api=api)]
 
     def get_generation(
         self, generation: Any, state: str | None = None, *, deadline: float | None = None, api: str | None = None
@@ -232,23 +247,16 @@ class LumaHook(BaseHook):
         :param deadline: UNIX time by which the call (with its retries) gives up.
         :param api: The family of a bare id (``luma-ai`` or ``video``); default: the connection's ``api`` extra.
         """
-        ref, target = self._one(generation, state, api, self.settings)
-        return self.run(fetch_plan(self.settings, ref.id, ref.api or ApiFamily.LUMA_AI, target, deadline))
+        (ref,) = self.refs([generation], api=api)
+        return self.run(fetch_plan(self.settings, ref, _target(state), deadline))
 
     async def aget_generation(
         self, generation: Any, state: str | None = None, *, deadline: float | None = None, api: str | None = None
     ) -> Generation:
         """Async twin of :meth:`get_generation`."""
         settings = await self.asettings()
-        ref, target = self._one(generation, state, api, settings)
-        return await self.arun(fetch_plan(settings, ref.id, ref.api or ApiFamily.LUMA_AI, target, deadline))
-
-    @staticmethod
-    def _one(
-        generation: Any, state: str | None, api: str | None, settings: LumaSettings
-    ) -> tuple[GenerationRef, GenerationState | None]:
-        (ref,) = normalize_generation_refs([generation], parameter="generation_id", api=api)
-        return ref.resolved(settings.api), (GenerationState.waitable(state) if state is not None else None)
+        (ref,) = self.refs([generation], api=api, settings=settings)
+        return await self.arun(fetch_plan(settings, ref, _target(state), deadline))
 
     def get_generations(
         self,
@@ -259,24 +267,17 @@ class LumaHook(BaseHook):
         api: str | None = None,
     ) -> list[Generation]:
         """
-        Fetch several generations: ``luma-ai`` ones through the multi-fetch endpoint, ``ids_per_request``
-        ids per call; universal ones one call each.
-
-        With ``state`` and more ``luma-ai`` ids than one call carries, only the first call is held (a
-        long poll); the others answer at once, so this never takes longer than one server hold.
+        Fetch several generations, all calls at once: ``luma-ai`` ones through the multi-fetch endpoint,
+        ``ids_per_request`` ids per call; universal ones one call each. With ``state``, every ``luma-ai``
+        call is held (a long poll), so this takes about one server hold.
 
         :param generations: The ids or generation dicts.
         :param state: As for :meth:`get_generation`.
         :param deadline: UNIX time by which each call (with its retries) gives up.
         :param api: As for :meth:`get_generation`.
         """
-        result: list[Generation] = []
-        target = GenerationState.waitable(state) if state is not None else None
-        for family, ids in self._by_family(generations, api, self.settings).items():
-            result.extend(
-                self.poll(Poll(ids, target or GenerationState.COMPLETED, deadline or 0, bool(target), family))
-            )
-        return result
+        plans = fetch_plans(self.settings, self.refs(generations, api=api), _target(state), deadline)
+        return [generation for answer in self.run_all(plans) for generation in answer]
 
     async def aget_generations(
         self,
@@ -286,54 +287,21 @@ class LumaHook(BaseHook):
         deadline: float | None = None,
         api: str | None = None,
     ) -> list[Generation]:
-        """Async twin of :meth:`get_generations`; the calls are made concurrently."""
-        target = GenerationState.waitable(state) if state is not None else None
-        families = self._by_family(generations, api, await self.asettings())
-        answers = await _gather(
-            self.apoll(Poll(ids, target or GenerationState.COMPLETED, deadline or 0, bool(target), family))
-            for family, ids in families.items()
-        )
-        return [generation for answer in answers for generation in answer]
-
-    @staticmethod
-    def _by_family(generations: Any, api: str | None, settings: LumaSettings) -> dict[ApiFamily, list[str]]:
-        families: dict[ApiFamily, list[str]] = {}
-        for ref in normalize_generation_refs(generations, api=api):
-            families.setdefault(ref.resolved(settings.api).api or ApiFamily.LUMA_AI, []).append(ref.id)
-        return families
+        """Async twin of :meth:`get_generations`."""
+        settings = await self.asettings()
+        plans = fetch_plans(settings, self.refs(generations, api=api, settings=settings), _target(state), deadline)
+        return [generation for answer in await self.arun_all(plans) for generation in answer]
 
     def poll(self, step: Poll) -> list[Generation]:
-        """One poll of a wait: the ids of one family, held when ``step.hold`` and the family can hold."""
-        settings = self.settings
-        deadline = step.deadline or None
-        if step.api is ApiFamily.VIDEO:
-            return [self.run(fetch_plan(settings, i, step.api, None, deadline)) for i in step.generation_ids]
-        target = step.target if step.hold else None
-        if len(step.generation_ids) == 1:
-            return [self.run(fetch_plan(settings, step.generation_ids[0], step.api, target, deadline))]
-        result: list[Generation] = []
-        for index, chunk in enumerate(chunks(step.generation_ids, settings.ids_per_request)):
-            # Only the first chunk is held: one call never holds for longer than one server hold.
-            result.extend(self.run(fetch_many_plan(settings, chunk, target if index == 0 else None, deadline)))
-        return result
+        """One poll of a wait: every call of it at once (see :func:`~.endpoints.fetch_plans`)."""
+        plans = fetch_plans(self.settings, step.refs, step.target if step.hold else None, step.deadline, step.retries)
+        return [generation for answer in self.run_all(plans) for generation in answer]
 
     async def apoll(self, step: Poll) -> list[Generation]:
-        """Async twin of :meth:`poll`; every call of the step is made concurrently (and every chunk held)."""
+        """Async twin of :meth:`poll`."""
         settings = await self.asettings()
-        deadline = step.deadline or None
-        target = step.target if step.hold else None
-        if step.api is ApiFamily.VIDEO:
-            return await _gather(
-                self.arun(fetch_plan(settings, i, step.api, None, deadline)) for i in step.generation_ids
-            )
-        if len(step.generation_ids) == 1:
-            return [await self.arun(fetch_plan(settings, step.generation_ids[0], step.api, target, deadline))]
-        plans = [
-            fetch_many_plan(settings, c, target, deadline)
-            for c in chunks(step.generation_ids, settings.ids_per_request)
-        ]
-        answers = await _gather(self.arun(plan) for plan in plans)
-        return [generation for answer in answers for generation in answer]
+        plans = fetch_plans(settings, step.refs, step.target if step.hold else None, step.deadline, step.retries)
+        return [generation for answer in await self.arun_all(plans) for generation in answer]
 
     # -- API: wait -------------------------------------------------------------------------------
 
@@ -355,10 +323,11 @@ class LumaHook(BaseHook):
 
         :param generations: The ids or generation dicts.
         :param state: ``queued``, ``dreaming`` or ``completed``.
-        :param timeout: Seconds to wait at most; ``None`` waits as long as it takes.
+        :param timeout: Seconds to wait at most (every call included); ``None`` waits as long as it takes.
         :param api: The family of bare ids; default: the connection's ``api`` extra.
         """
-        return self.run_wait(self.new_wait(generations, state, timeout=timeout, api=api)).result()
+        wait = self.new_wait(generations, state, timeout=timeout, api=api)
+        return outcome.settle(self.run_wait(wait), role="hook")
 
     def wait_for_generation(
         self, generation: Any, state: str = "completed", *, timeout: float | None = None, api: str | None = None
@@ -376,7 +345,7 @@ class LumaHook(BaseHook):
     ) -> list[Generation]:
         """Async twin of :meth:`wait_for_generations`."""
         wait = self.new_wait(generations, state, timeout=timeout, settings=await self.asettings(), api=api)
-        return (await self.arun_wait(wait)).result()
+        return outcome.settle(await self.arun_wait(wait), role="hook")
 
     async def await_for_generation(
         self, generation: Any, state: str = "completed", *, timeout: float | None = None, api: str | None = None
@@ -395,6 +364,7 @@ class LumaHook(BaseHook):
         pacing: WaitPacing | None = None,
         logger: Any = None,
         api: str | None = None,
+        report_progress: bool = False,
     ) -> Wait:
         """
         A :class:`~airflow_provider_luma.waiting.Wait` for these generations: one loop per endpoint
@@ -403,21 +373,14 @@ class LumaHook(BaseHook):
         settings = settings or self.settings
         if deadline is None and timeout is not None:
             deadline = time.time() + timeout
-        target = GenerationState.waitable(state)
-        refs = [ref.resolved(settings.api) for ref in normalize_generation_refs(generations, api=api)]
-        loops = [
-            WaitLoop(
-                [ref.id for ref in refs if ref.api is family],
-                target,
-                deadline=deadline,
-                pacing=pacing or settings.pacing,
-                logger=logger or self.log,
-                api=family,
-            )
-            for family in ApiFamily
-            if any(ref.api is family for ref in refs)
-        ]
-        return Wait(loops, [ref.id for ref in refs])
+        return Wait.of(
+            self.refs(generations, api=api, settings=settings),
+            GenerationState.waitable(state),
+            deadline=deadline,
+            pacing=pacing or settings.pacing,
+            logger=logger or self.log,
+            report_progress=report_progress,
+        )
 
     def run_wait(self, wait: Wait) -> Finished:
         """Drive a wait in this thread (one thread per endpoint family when it spans both) until it finishes."""
@@ -435,19 +398,26 @@ class LumaHook(BaseHook):
     ) -> Finished | None:
         """
         One poll per family, judged by the wait's own rules: how the wait ended, or ``None`` while it
-        goes on. Universal generations first: they answer at once, a held long poll may not.
+        goes on (see :meth:`~airflow_provider_luma.waiting.Wait.check`).
 
         :param wait: The wait (see :meth:`new_wait`).
-        :param hold: Long-poll the ``luma-ai`` generations (a sensor's poke) or ask for their state now.
+        :param hold: Long-poll the ``luma-ai`` generations or ask for their state now.
         :param deadline: UNIX time by which each call gives up; default: the wait's deadline.
         :param max_retries: Retries of each call instead of the connection's ``max_retries`` (``0``: a
             quick look that leaves transient errors to a later check).
         """
-        if max_retries is not None and max_retries != self.settings.max_retries:
-            hook = LumaHook(luma_conn_id=self.luma_conn_id)
-            hook.settings = replace(self.settings, max_retries=max_retries)  # type: ignore[misc]
-            return hook.check_once(wait, hold=hold, deadline=deadline)
-        return waits.check_once(self.poll, wait, hold=hold, deadline=deadline)
+        return waits.check_once(self.poll, wait, hold=hold, deadline=deadline, retries=max_retries)
+
+    def poke(self, wait: Wait, *, deadline: float, keeps_state: bool) -> Finished | None:
+        """
+        One poke of a wait from a worker, by the wait's own rules (see
+        :class:`~airflow_provider_luma.waiting.Poke`): how the wait ended, or ``None`` while it goes on.
+
+        :param wait: The wait.
+        :param deadline: UNIX time by which the poke (every call of it) is over.
+        :param keeps_state: Whether the next poke sees this wait again (a sensor in ``poke`` mode).
+        """
+        return waits.run_poke(self.poll, wait, deadline=deadline, keeps_state=keeps_state)
 
     # -- connection test -------------------------------------------------------------------------
 
@@ -508,13 +478,5 @@ class LumaHook(BaseHook):
         download.check_video_destination(destination, into_folder=into_folder)
 
 
-async def _gather(calls: Iterable[Any]) -> list[Any]:
-    """Run ``calls`` concurrently; when one fails (or the caller is cancelled), stop the others with it."""
-    tasks = [asyncio.ensure_future(call) for call in calls]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
+def _target(state: str | None) -> GenerationState | None:
+    return GenerationState.waitable(state) if state is not None else None

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from airflow_provider_luma.errors import LumaConfigurationError
 from airflow_provider_luma.models import ApiFamily
+from airflow_provider_luma.outcome import safe_url
 from airflow_provider_luma.settings_table import API_HOLD_SECONDS, DEFAULT_HOST, DEFAULTS, SETTING, SETTINGS, Setting
 from airflow_provider_luma.version import __version__
 from airflow_provider_luma.waiting import WaitPacing, checked_number
@@ -111,15 +112,17 @@ class LumaSettings:
         values = read_extras(extras, conn_id)
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise LumaConfigurationError(f"Connection {conn_id!r} has an invalid host {base_url!r}.")
+            raise LumaConfigurationError(f"Connection {conn_id!r} has an invalid host {safe_url(base_url)!r}.")
         if parts.query or parts.fragment or base_url.endswith(("?", "#")):
+            # Never quoted whole: a query or fragment may hold a token.
             raise LumaConfigurationError(
-                f"Connection {conn_id!r} has a query or fragment in its host {base_url!r}: give the base URL only."
+                f"Connection {conn_id!r} has a query or fragment in its host {safe_url(base_url)!r}: give the base "
+                "URL only."
             )
         if parts.scheme == "http" and not values["allow_insecure_http"] and not is_loopback(parts.hostname):
             raise LumaConfigurationError(
-                f"Connection {conn_id!r} points at {base_url!r} over plain http, which would send the API key "
-                "in clear text: use https, or set the extra allow_insecure_http to true if you really mean it."
+                f"Connection {conn_id!r} points at {safe_url(base_url)!r} over plain http, which would send the API "
+                "key in clear text: use https, or set the extra allow_insecure_http to true if you really mean it."
             )
         settings = cls(conn_id=conn_id, base_url=base_url, api_key=api_key, **values)
         for name in ("max_call_burst", "budget_redis_conn_id"):
@@ -174,7 +177,7 @@ def _base_url(conn: Connection) -> str:
     try:
         has_port = parts.port is not None
     except ValueError:
-        raise LumaConfigurationError(f"Connection {conn.conn_id!r} has an invalid host {host!r}.") from None
+        raise LumaConfigurationError(f"Connection {conn.conn_id!r} has an invalid host {safe_url(host)!r}.") from None
     # A separate port joins a host without one, unless it is the scheme's own (443 for https: the port
     # Airflow 3's Test button needs stored): one base URL, so one call budget, either way.
     if conn.port and not has_port and parts.hostname and conn.port != _DEFAULT_PORTS.get(parts.scheme):

@@ -1,21 +1,22 @@
 """
-HTTP calls to the API, sync (requests) and async (aiohttp): sessions, the call budget, retries.
-Reading answers and mapping errors is :mod:`.answers`'.
+HTTP calls to the API, sync (requests) and async (aiohttp): sessions, the call budget, retries, and
+each attempt's total deadline. Reading answers and mapping errors is :mod:`.answers`'; what to call
+is decided by plans (:mod:`.plans`), which this module's transports serve.
 
-The one place that puts the API key on the wire. What to call is decided elsewhere, as *plans*:
-generators that yield a :class:`Call`, are sent back its :class:`Answer` (or have the call's
-:class:`LumaError` thrown in), and return their result. :func:`run_plan` and :func:`arun_plan`
-drive the same plan over either transport, so every decision is written once.
+The one place that puts the API key on the wire, and so the one that takes it out of what comes
+back (:func:`airflow_provider_luma.outcome.redact`). Every attempt ends by
+:func:`attempt_deadline`: the call's own deadline (a wait's), and at most the connection's
+``timeout`` after it started, however slowly the server sends; a budget's queue or 429 pause ends
+there too (:class:`~airflow_provider_luma.hooks.budget.BudgetTimeout`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import http.cookiejar
 import time
-import weakref
-from collections.abc import Awaitable, Callable, Generator, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import aiohttp
@@ -31,9 +32,11 @@ from tenacity import (
 )
 from yarl import URL
 
+from airflow_provider_luma import outcome
 from airflow_provider_luma.errors import (
     MAYBE_CREATED_HINT,
     LumaAuthenticationError,
+    LumaConfigurationError,
     LumaConnectionError,
     LumaError,
     LumaResponseError,
@@ -44,11 +47,15 @@ from airflow_provider_luma.hooks.answers import (
     body_limit,
     connection_error,
     error_for_response,
+    never_sent_error,
     parse_json,
     read_capped,
     retry_after_seconds,
 )
-from airflow_provider_luma.hooks.budget import CallBudget, Slot, call_budget
+from airflow_provider_luma.hooks.budget import BudgetTimeout, CallBudget, Slot, call_budget
+from airflow_provider_luma.hooks.deadlines import GuardedAdapter, Watchdog
+from airflow_provider_luma.hooks.plans import Answer, Call
+from airflow_provider_luma.hooks.sessions import _new_session, join_shared_session, leave_shared_session
 from airflow_provider_luma.hooks.settings import LumaSettings
 
 T = TypeVar("T")
@@ -57,102 +64,34 @@ MAX_RETRY_AFTER = 60.0
 RETRY_BACKOFF = wait_exponential(multiplier=0.5, max=10.0) + wait_random(0, 0.5)
 #: Statuses proving the server did not act on a request, so that a create may be sent again.
 _NOT_ACTED_ON = frozenset({408, 429, 503})
+#: Connections a worker keeps per host: the calls of one poll go at once, a thread each.
+POOL_SIZE = 32
 
 
-@dataclass(frozen=True)
-class Call:
-    """
-    One HTTP call to the API.
-
-    :param method: ``GET`` or ``POST``.
-    :param path: Path below the connection's base URL.
-    :param what: What the call does, for messages ("fetching generation X").
-    :param params: Query parameters.
-    :param body: JSON body.
-    :param deadline: UNIX time by which the call, with its retries, gives up.
-    :param parse: Turns the JSON into the result, inside the retried attempt: an answer that cannot
-        be read (a transient :class:`LumaResponseError`) is asked for again like any other glitch.
-    """
-
-    method: str
-    path: str
-    what: str
-    params: Any = None
-    body: Mapping[str, Any] | None = None
-    deadline: float | None = None
-    parse: Callable[[Any], Any] | None = None
-
-    @property
-    def creates(self) -> bool:
-        """Whether the call submits paid work (so it must never be sent twice)."""
-        return self.method == "POST"
+def attempt_deadline(call: Call, settings: LumaSettings, now: float | None = None) -> float:
+    """When one attempt of ``call`` must be over (UNIX time): its deadline, at most ``timeout`` from ``now``."""
+    ends = (time.time() if now is None else now) + settings.timeout
+    return ends if call.deadline is None else min(ends, call.deadline)
 
 
-@dataclass(frozen=True)
-class Answer:
-    """
-    A successful answer.
-
-    :param payload: The JSON body, turned into the result by the call's ``parse``.
-    :param seconds: How long the call took (its last attempt), to tell a held long poll from an early answer.
-    """
-
-    payload: Any
-    seconds: float
-
-
-Plan = Generator[Call, Answer, T]
-
-
-class _Done(Exception):
-    """The plan returned ``value``."""
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-
-def _next_call(plan: Plan[Any], reply: Answer | LumaError | None) -> Call:
-    """Hand ``reply`` to the plan; its next call, or :class:`_Done` with its result."""
-    try:
-        return plan.throw(reply) if isinstance(reply, LumaError) else plan.send(reply)  # type: ignore[arg-type]
-    except StopIteration as done:
-        raise _Done(done.value) from None
-
-
-def run_plan(transport: SyncTransport, plan: Plan[T]) -> T:
-    """Drive ``plan`` in this thread: each call it yields is made, its answer or error sent back."""
-    reply: Answer | LumaError | None = None
-    try:
-        while call := _next_call(plan, reply):
-            try:
-                reply = transport.request(call)
-            except LumaError as error:
-                reply = error
-    except _Done as done:
-        return done.value
-    raise AssertionError("unreachable: a plan ends by returning")
-
-
-async def arun_plan(transport: AsyncTransport, plan: Plan[T]) -> T:
-    """Async twin of :func:`run_plan`."""
-    reply: Answer | LumaError | None = None
-    try:
-        while call := _next_call(plan, reply):
-            try:
-                reply = await transport.arequest(call)
-            except LumaError as error:
-                reply = error
-    except _Done as done:
-        return done.value
-    raise AssertionError("unreachable: a plan ends by returning")
+def _unsendable_key(settings: LumaSettings) -> LumaConfigurationError | None:
+    """The error for a key no HTTP header can carry (a line break, a control character), before any call."""
+    key = settings.api_key
+    if key.isprintable() and key == key.strip():
+        return None
+    return LumaConfigurationError(
+        f"The API key of connection {settings.conn_id!r} holds a line break or another character an HTTP header "
+        "cannot carry, so no call was sent (nothing was created): fix the key in the connection's password."
+    )
 
 
 def _retry_policy(settings: LumaSettings, call: Call) -> dict[str, Any]:
     """The one retry policy of every API call: bounded, exponential, honours Retry-After, stops at the deadline."""
     deadline = call.deadline
+    retries = _retries(settings, call)
 
     def stop(state: RetryCallState) -> bool:
-        if stop_after_attempt(settings.max_retries + 1)(state):
+        if stop_after_attempt(retries + 1)(state):
             return True
         return deadline is not None and time.time() >= deadline
 
@@ -171,6 +110,10 @@ def _retry_policy(settings: LumaSettings, call: Call) -> dict[str, Any]:
         "retry": retry_if_exception(_retryable(call)),
         "reraise": True,
     }
+
+
+def _retries(settings: LumaSettings, call: Call) -> int:
+    return settings.max_retries if call.max_retries is None else call.max_retries
 
 
 def _retryable(call: Call) -> Callable[[BaseException], bool]:
@@ -218,10 +161,14 @@ class SyncTransport:
         self.settings = settings
         self.refresh = refresh
         self.budget = _budget(settings)
+        outcome.remember_secret(settings.api_key)
         self.session = requests.Session()
         self.session.headers.update(settings.headers)
         # The API needs no cookies: keep none between calls (nothing set by one answer rides the next).
         self.session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+        # Connections that report their sockets, so that each attempt's deadline can end it (see .deadlines).
+        for prefix in ("http://", "https://"):
+            self.session.mount(prefix, GuardedAdapter(pool_maxsize=POOL_SIZE))
 
     def request(self, call: Call) -> Answer:
         """Make ``call`` with retries; return its answer or raise the matching :class:`LumaError`."""
@@ -237,48 +184,102 @@ class SyncTransport:
         if fresh is None or fresh.api_key == self.settings.api_key:
             return False
         self.settings = replace(self.settings, api_key=fresh.api_key)
+        outcome.remember_secret(fresh.api_key)
         self.session.headers.update(self.settings.headers)
         self.budget = _budget(self.settings)
         return True
 
     def _request(self, call: Call) -> Answer:
         settings = self.settings
+        unsendable = _unsendable_key(settings)
+        if unsendable is not None:
+            raise unsendable
         url = settings.base_url + call.path
         budget = self.budget
 
         def attempt() -> Answer:
-            slot = budget.acquire() if budget is not None else None
+            slot = _acquire(budget, call, settings)
+            ends = attempt_deadline(call, settings)
             started = time.monotonic()
-            try:
-                with self.session.request(
-                    call.method,
-                    url,
-                    params=call.params,
-                    json=call.body,
-                    timeout=(settings.connect_timeout, settings.read_timeout(call.deadline)),
-                    stream=True,  # read with a cap below, never whole
-                ) as response:
-                    status, headers = response.status_code, response.headers
-                    _release(budget, slot, status, headers)
-                    limit = body_limit(status, headers, what=call.what)
-                    body = read_capped(response, limit)
-            except requests.exceptions.RequestException as error:
-                raise connection_error(error, what=call.what, creates=call.creates) from None
-            finally:
-                _release(budget, slot)  # no answer (nothing if it had one)
+            with Watchdog(ends) as watchdog:
+                try:
+                    left = watchdog.remaining
+                    with self.session.request(
+                        call.method,
+                        url,
+                        params=call.params,
+                        json=call.body,
+                        timeout=(min(settings.connect_timeout, left), min(settings.timeout, left)),
+                        stream=True,  # read with a cap below, never whole
+                    ) as response:
+                        status, headers = response.status_code, response.headers
+                        _release(budget, slot, status, headers)
+                        limit = body_limit(status, headers, what=call.what)
+                        body = read_capped(response, limit, deadline=ends)
+                except Exception as error:
+                    # The watchdog closes the sockets at the deadline: whatever the read then raised, it timed out.
+                    if (
+                        not isinstance(error, (requests.exceptions.RequestException, TimeoutError))
+                        and not watchdog.fired
+                    ):
+                        raise
+                    raise _failed(error, call, settings, sent=watchdog.sent, timed_out=watchdog.fired) from None
+                finally:
+                    _release(budget, slot)  # no answer (nothing if it had one)
             text = answer_text(status, body, limit, what=call.what)
             return _answer(call, settings, status, text, headers, started)
 
         try:
             return attempt()
         except LumaError as error:
-            if not _retryable(call)(error) or settings.max_retries == 0:
+            if not _retryable(call)(error) or _retries(settings, call) == 0:
                 raise
             again = _first_failure(error, attempt)
         for retry in Retrying(**_retry_policy(settings, call)):
             with retry:
                 return again()
         raise AssertionError("unreachable: tenacity reraises the last error")
+
+
+def _acquire(budget: CallBudget | None, call: Call, settings: LumaSettings) -> Slot | None:
+    """Wait for the budget to let ``call`` start, at most until its deadline (a create: its ``timeout``)."""
+    if budget is None:
+        return None
+    try:
+        return budget.acquire(deadline=attempt_deadline(call, settings))
+    except BudgetTimeout:
+        raise _budget_timeout(call) from None
+
+
+async def _aacquire(budget: CallBudget | None, call: Call, settings: LumaSettings) -> Slot | None:
+    """Async twin of :func:`_acquire`."""
+    if budget is None:
+        return None
+    try:
+        return await budget.aacquire(deadline=attempt_deadline(call, settings))
+    except BudgetTimeout:
+        raise _budget_timeout(call) from None
+
+
+def _budget_timeout(call: Call) -> LumaConnectionError:
+    return never_sent_error(
+        f"The call budget (max_calls_per_second) let no call start in time while {call.what}", creates=call.creates
+    )
+
+
+def _failed(
+    error: BaseException, call: Call, settings: LumaSettings, *, sent: bool | None, timed_out: bool = False
+) -> LumaError:
+    """The error of an exchange that failed (never sent, refused locally, timed out or dropped)."""
+    return connection_error(
+        error,
+        what=call.what,
+        creates=call.creates,
+        sent=sent,
+        timed_out=timed_out,
+        conn_id=settings.conn_id,
+        host=outcome.safe_url(settings.base_url),
+    )
 
 
 def _budget(settings: LumaSettings) -> CallBudget | None:
@@ -303,28 +304,6 @@ def _release(
         budget.release(slot, status, retry_after)
 
 
-class _SharedSession:
-    """One HTTP session shared by every open async transport on one event loop, and how many use it."""
-
-    def __init__(self, session: aiohttp.ClientSession) -> None:
-        self.session = session
-        self.users = 0
-
-
-# Keyed by the running loop: a triggerer's thousands of waits share one connection pool, and nothing
-# outlives its loop (dag.test() runs each trigger under a loop of its own).
-_SHARED_SESSIONS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _SharedSession] = weakref.WeakKeyDictionary()
-
-
-def _new_session() -> aiohttp.ClientSession:
-    # limit=0: concurrent long polls must never queue behind each other in the pool.
-    # DummyCookieJar: the session is shared by every connection and key on the loop; it keeps no cookies.
-    # trust_env: HTTP(S)_PROXY / NO_PROXY apply as they do to the worker's requests session.
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0), cookie_jar=aiohttp.DummyCookieJar(), trust_env=True
-    )
-
-
 class AsyncTransport:
     """
     Calls from the triggerer (or any event loop). Inside ``async with``, every call goes over the
@@ -338,13 +317,16 @@ class AsyncTransport:
         self.settings = settings
         self.refresh = refresh
         self.budget = _budget(settings)
+        outcome.remember_secret(settings.api_key)
         self._session: aiohttp.ClientSession | None = None
         # A wait asks the same thing poll after poll: its URL (query included) is built once.
         self._urls: dict[tuple[str, Any], URL] = {}
-        self._timeout = self._new_timeout(settings.timeout)
 
-    def _new_timeout(self, read: float) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(total=None, connect=self.settings.connect_timeout, sock_read=read)
+    def _new_timeout(self, left: float) -> aiohttp.ClientTimeout:
+        # total: the whole exchange, the body's reading included (a drip never outlasts it).
+        return aiohttp.ClientTimeout(
+            total=left, connect=min(self.settings.connect_timeout, left), sock_read=min(self.settings.timeout, left)
+        )
 
     @property
     def is_open(self) -> bool:
@@ -355,26 +337,13 @@ class AsyncTransport:
         """Join the event loop's shared session (created on first use)."""
         if self._session is not None:
             raise RuntimeError("This LumaHook is already open: use one `async with hook:` at a time.")
-        loop = asyncio.get_running_loop()
-        shared = _SHARED_SESSIONS.get(loop)
-        if shared is None or shared.session.closed:
-            shared = _SHARED_SESSIONS[loop] = _SharedSession(_new_session())
-        shared.users += 1
-        self._session = shared.session
+        self._session = join_shared_session()
 
     async def close(self) -> None:
         """Leave the shared session; the last user closes it."""
         session, self._session = self._session, None
-        if session is None:
-            return
-        loop = asyncio.get_running_loop()
-        shared = _SHARED_SESSIONS.get(loop)
-        if shared is not None and shared.session is session:
-            shared.users -= 1
-            if shared.users > 0:
-                return
-            del _SHARED_SESSIONS[loop]  # before closing: a hook entering meanwhile gets a new session
-        await session.close()
+        if session is not None:
+            await leave_shared_session(session)
 
     async def arequest(self, call: Call) -> Answer:
         """Async twin of :meth:`SyncTransport.request`."""
@@ -390,6 +359,7 @@ class AsyncTransport:
         if fresh is None or fresh.api_key == self.settings.api_key:
             return False
         self.settings = replace(self.settings, api_key=fresh.api_key)
+        outcome.remember_secret(fresh.api_key)
         self.budget = _budget(self.settings)
         return True
 
@@ -407,6 +377,9 @@ class AsyncTransport:
 
     async def _arequest(self, call: Call) -> Answer:
         settings = self.settings
+        unsendable = _unsendable_key(settings)
+        if unsendable is not None:
+            raise unsendable
         url = self._url(call)
         own_session = self._session is None
         session = _new_session() if own_session else self._session
@@ -414,20 +387,25 @@ class AsyncTransport:
         budget = self.budget
 
         async def attempt() -> Answer:
-            read = settings.read_timeout(call.deadline)
-            timeout = self._timeout if read == settings.timeout else self._new_timeout(read)
-            slot = await budget.aacquire() if budget is not None else None
+            slot = await _aacquire(budget, call, settings)
+            timeout = self._new_timeout(max(0.001, attempt_deadline(call, settings) - time.time()))
+            trace = SimpleNamespace(sent=False)
             started = time.monotonic()
             try:
                 async with session.request(
-                    call.method, url, json=call.body, headers=settings.headers, timeout=timeout
+                    call.method, url, json=call.body, headers=settings.headers, timeout=timeout, trace_request_ctx=trace
                 ) as response:
                     status, headers = response.status, response.headers
                     _release(budget, slot, status, headers)
                     limit = body_limit(status, headers, what=call.what)
                     body = await aread_capped(response, limit)
-            except (TimeoutError, aiohttp.ClientError) as error:
-                raise connection_error(error, what=call.what, creates=call.creates) from None
+            except (TimeoutError, aiohttp.ClientError, ValueError) as error:
+                # ValueError: aiohttp refusing a header or URL before sending anything.
+                if isinstance(error, ValueError) and trace.sent:
+                    raise
+                raise _failed(
+                    error, call, settings, sent=trace.sent, timed_out=isinstance(error, TimeoutError)
+                ) from None
             finally:
                 _release(budget, slot)  # no answer (nothing if it had one)
             text = answer_text(status, body, limit, what=call.what)
@@ -437,7 +415,7 @@ class AsyncTransport:
             try:
                 return await attempt()
             except LumaError as error:
-                if not _retryable(call)(error) or settings.max_retries == 0:
+                if not _retryable(call)(error) or _retries(settings, call) == 0:
                     raise
                 again = _first_failure(error, attempt)
             async for retry in AsyncRetrying(**_retry_policy(settings, call)):
@@ -453,7 +431,10 @@ def _answer(
     call: Call, settings: LumaSettings, status: int, text: str, headers: Mapping[str, str], started: float
 ) -> Answer:
     if status >= 400:
-        raise error_for_response(status, text, headers, what=call.what, conn_id=settings.conn_id, creates=call.creates)
+        error = error_for_response(
+            status, text, headers, what=call.what, conn_id=settings.conn_id, creates=call.creates
+        )
+        raise _redacted(error, settings)
     try:
         payload = parse_json(text, what=call.what)
         result = call.parse(payload) if call.parse else payload
@@ -462,13 +443,22 @@ def _answer(
     return Answer(result, time.monotonic() - started)
 
 
+def _redacted(error: LumaError, settings: LumaSettings) -> LumaError:
+    """``error`` without the connection's key, should the server have quoted it back."""
+    error.message = outcome.redact(error.message, (settings.api_key,))
+    error.args = (error.message,)
+    if error.server_message is not None:
+        error.server_message = outcome.redact(error.server_message, (settings.api_key,))
+    return error
+
+
 def _unreadable(error: Exception, call: Call) -> LumaError:
     """The error for a successful answer that cannot be read; for a create, the generation may exist."""
     if not isinstance(error, LumaError):
         # A parser tripping over an answer it did not expect is the answer's fault, not a crash.
         error = LumaResponseError(
             f"The Luma API answered {call.what} with something this provider cannot read "
-            f"({type(error).__name__}: {str(error)[:200]})."
+            f"({type(error).__name__}: {outcome.message(str(error), 200)})."
         )
     if call.creates and not error.maybe_created:
         # A 2xx create answer (an empty 201, a cut body, a proxy's page): the server may have acted.

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from airflow_provider_luma.errors import LumaError
 from airflow_provider_luma.models import Generation
-from airflow_provider_luma.waiting import Finished, Poll, Sleep, Step, Wait, WaitLoop
+from airflow_provider_luma.waiting import Check, Finished, Poll, Sleep, Step, Wait, WaitLoop
 
 PollFunction = Callable[[Poll], list[Generation]]
 AsyncPollFunction = Callable[[Poll], Awaitable[list[Generation]]]
@@ -96,20 +96,31 @@ async def _arun_loop(apoll: AsyncPollFunction, loop: WaitLoop) -> Finished:
     return step
 
 
-def check_once(poll: PollFunction, wait: Wait, *, hold: bool, deadline: float | None = None) -> Finished | None:
+def check_once(
+    poll: PollFunction, wait: Wait, *, hold: bool, deadline: float | None = None, retries: int | None = None
+) -> Finished | None:
     """
-    One poll per family, judged by the wait's own rules: how the wait ended, or ``None`` while it
-    goes on. Universal generations first: they answer at once, a held long poll may not.
+    One poll per family (:meth:`Wait.check`), judged by the wait's own rules: how the wait ended,
+    or ``None`` while it goes on.
     """
-    results = []
-    for loop in sorted(wait.loops, key=lambda loop: loop.api.holds):
-        step = Poll(
-            loop.pending_ids, loop.poll_target, deadline or loop.deadline, hold=hold and loop.api.holds, api=loop.api
-        )
-        after = _after_poll(loop, poll, step)
-        if isinstance(after, Finished) and after.status != "success":
-            return wait.merge([after])
-        results.append(after)
-    if all(isinstance(step, Finished) for step in results):
-        return wait.merge([step for step in results if isinstance(step, Finished)])
+    checks = wait.check(hold=hold, deadline=deadline, retries=retries)
+    steps: list[Step] = []
+    for index, (loop, step) in enumerate(checks):
+        steps.append(_after_poll(loop, poll, step))
+        finished = wait.after_check(steps, complete=index == len(checks) - 1)
+        if finished is not None:
+            return finished
     return None
+
+
+def run_poke(poll: PollFunction, wait: Wait, *, deadline: float, keeps_state: bool) -> Finished | None:
+    """Drive one poke of ``wait`` (see :class:`~airflow_provider_luma.waiting.Poke`), every call by ``deadline``."""
+    poke = wait.poke(deadline=deadline, keeps_state=keeps_state)
+    check: Check | None = poke.first()
+    finished: Finished | None = None
+    while check is not None:
+        if check.pause:
+            time.sleep(max(0.0, min(check.pause, deadline - time.time())))
+        finished = check_once(poll, wait, hold=check.hold, deadline=deadline)
+        check = poke.after(finished, time.time())
+    return finished

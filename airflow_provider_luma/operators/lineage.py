@@ -23,6 +23,7 @@ from urllib.parse import quote, urlsplit
 
 from airflow.providers.common.compat.sdk import Asset, AssetAlias, ObjectStoragePath
 
+from airflow_provider_luma import outcome
 from airflow_provider_luma.create_requests import CreateRequest
 from airflow_provider_luma.models import Generation
 
@@ -101,7 +102,7 @@ class WrittenVideo:
         for name in ("prompt", "duration"):
             if name in summary:
                 extra[name] = summary[name]
-        return extra
+        return outcome.storable(extra)  # stored in the metadata DB: made storable, redacted
 
 
 def local_path(target: Any) -> str:
@@ -243,7 +244,9 @@ def generate_lineage(
     elif request is not None:
         generations.append(request_summary(request))
     return OperatorLineage(
-        inputs=datasets, outputs=outputs, run_facets={RUN_FACET_NAME: _run_facet_class()(generations=generations)}
+        inputs=datasets,
+        outputs=outputs,
+        run_facets={RUN_FACET_NAME: _run_facet_class()(generations=outcome.storable(generations))},
     )
 
 
@@ -274,7 +277,9 @@ def download_lineage(namespace: str, videos: list[WrittenVideo]) -> OperatorLine
         )
         generations.append({**_facet_entry(video.generation, summary_of(video.generation)), "uri": video.uri})
     return OperatorLineage(
-        inputs=inputs, outputs=outputs, run_facets={RUN_FACET_NAME: _run_facet_class()(generations=generations)}
+        inputs=inputs,
+        outputs=outputs,
+        run_facets={RUN_FACET_NAME: _run_facet_class()(generations=outcome.storable(generations))},
     )
 
 

@@ -1,12 +1,9 @@
-"""Operators of the Luma provider: generate a video (and wait for it), download finished videos."""
+"""LumaGenerateVideoOperator: generate a video (and wait for it); the download operator lives in :mod:`.download`."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from functools import cached_property
@@ -17,36 +14,38 @@ from airflow.providers.common.compat.sdk import (
     AirflowSkipException,
     BaseOperator,
     Context,
-    ObjectStoragePath,
 )
 
+from airflow_provider_luma import outcome
 from airflow_provider_luma.create_requests import CREATE_PARAMETERS, CreateRequest, build_create_request
 from airflow_provider_luma.errors import LumaError, LumaGenerationFailedError, LumaInputError, LumaNotFoundError
-from airflow_provider_luma.hooks import download
 from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.models import (
     ApiFamily,
     Generation,
     GenerationState,
-    normalize_generation_ids,
     parse_state,
 )
 from airflow_provider_luma.operators import lineage
+from airflow_provider_luma.operators.download import LumaDownloadVideoOperator, api_namespace
 from airflow_provider_luma.operators.links import (
-    DOWNLOAD,
-    DOWNLOADED_VIDEOS_XCOM_KEY,
     GENERATE,
     GENERATION_ID_XCOM_KEY,
-    MAX_VIDEO_LINKS,
     VIDEO_URL_XCOM_KEY,
     LumaVideoLinks,
-    materialized,
     video_links,
 )
 from airflow_provider_luma.operators.links import (
     LumaVideoLink as LumaVideoLink,  # where DAGs serialized before 0.3 name it
 )
 from airflow_provider_luma.operators.parse_checks import names_task
+from airflow_provider_luma.operators.retries import (
+    REUSE_STATE_KEY,
+    forget_generation,
+    not_retrying,
+    pushed_generation_id,
+    request_fingerprint,
+)
 from airflow_provider_luma.sensors.luma import DEFERRAL_TIMEOUT_MARGIN, is_literal
 from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
 from airflow_provider_luma.waiting import Finished
@@ -54,8 +53,6 @@ from airflow_provider_luma.waiting import Finished
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
 
-#: Task state key (Airflow 3.3+ ``task_state_store``) of the generation a try submitted, for the next try.
-REUSE_STATE_KEY = "luma_generation"
 #: The ``next_method`` Airflow resumes a deferred task with when its trigger crashed or its deferral timed out.
 TRIGGER_FAILED_METHOD = "__fail__"
 #: How long the generate operator waits for ``completed`` unless told otherwise.
@@ -268,8 +265,9 @@ class LumaGenerateVideoOperator(LumaVideoLinks, BaseOperator):
         generation = self._reusable_generation(context, body) or self._submit(context, body)
         with self._no_second_payment(context, generation.id):
             if not self.wait_for_completion:
-                _forget_generation(context)
-                return self._result(generation, body)
+                result = self._result(generation, body)  # storable, checked: only then is the record forgotten
+                forget_generation(context)
+                return result
             return self._wait(context, generation)
 
     def _reusable_generation(self, context: Context, body: CreateRequest) -> Generation | None:
@@ -331,7 +329,7 @@ class LumaGenerateVideoOperator(LumaVideoLinks, BaseOperator):
                 # Unrecorded, the generation is unknown to a retry, which would pay for another one.
                 self._push_generation(context, generation)
                 raise AirflowFailException(
-                    _not_retrying(
+                    not_retrying(
                         f"Recording Luma generation {generation.id} in the task state store failed "
                         f"({type(error).__name__}: {error}).",
                         generation.id,
@@ -348,24 +346,23 @@ class LumaGenerateVideoOperator(LumaVideoLinks, BaseOperator):
     def _wait(self, context: Context, generation: Generation) -> dict[str, Any]:
         """Wait for ``generation`` to complete: deferred to the triggerer, or here in the worker."""
         deadline = time.time() + self.wait_timeout.total_seconds()
-        wait = self.hook.new_wait([generation], GenerationState.COMPLETED.value, deadline=deadline)
+        (ref,) = self.hook.refs([generation])
+        wait = self.hook.new_wait([ref], GenerationState.COMPLETED.value, deadline=deadline)
         wait.report_progress = self.report_progress
         if not self.deferrable:
             # With report_progress the create answer is the first state reported; without, as before.
             known = wait.observe([generation]) if self.report_progress else None
-            (completed,) = (known or self.hook.run_wait(wait)).result()
-            return self._finish(context, completed)
+            return self._finish(context, known or self.hook.run_wait(wait))
         finished = wait.observe([generation])
         if finished is not None:
-            return self._finish_event(context, finished.to_event())
+            return self._finish(context, finished)
         self.log.info("Deferring until Luma generation %s is completed (at most %s).", generation.id, self.wait_timeout)
         self.defer(
             trigger=LumaGenerationTrigger(
-                generation_ids=[generation.id],
+                refs=[{"id": ref.id, "api": str(ref.api)}],
                 target_state=GenerationState.COMPLETED.value,
                 luma_conn_id=self.luma_conn_id,
                 deadline=deadline,
-                apis={generation.id: (generation.api or self.hook.settings.api).value},
                 report_progress=self.report_progress,
             ),
             method_name="execute_complete",
@@ -384,8 +381,8 @@ class LumaGenerateVideoOperator(LumaVideoLinks, BaseOperator):
         :param generation_id: The generation waited for (passed on by ``defer``; absent in tasks
             deferred by an older release of this provider).
         """
-        with self._no_second_payment(context, generation_id or _pushed_generation_id(context)):
-            return self._finish_event(context, event)
+        with self._no_second_payment(context, generation_id or pushed_generation_id(context)):
+            return self._finish(context, outcome.read_event(event))
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """
@@ -395,7 +392,7 @@ class LumaGenerateVideoOperator(LumaVideoLinks, BaseOperator):
         """
         if next_method != TRIGGER_FAILED_METHOD:
             return super().resume_execution(next_method, next_kwargs, context)
-        with self._no_second_payment(context, _pushed_generation_id(context)):
+        with self._no_second_payment(context, pushed_generation_id(context)):
             return super().resume_execution(next_method, next_kwargs, context)
 
     @contextmanager
@@ -412,11 +409,11 @@ class LumaGenerateVideoOperator(LumaVideoLinks, BaseOperator):
             if context.get("task_state_store") is not None:
                 raise
             # TaskDeferralError says "Trigger failure" / "Trigger timeout": its name makes that readable.
-            reason = (
+            reason = outcome.message(
                 error.message if isinstance(error, LumaError) else f"The wait failed ({type(error).__name__}: {error})."
             )
             raise AirflowFailException(
-                _not_retrying(
+                not_retrying(
                     reason,
                     generation_id,
                     "this Airflow keeps no task state between tries (Airflow 3.3+ does), so a retry would pay "
@@ -424,29 +421,24 @@ class LumaGenerateVideoOperator(LumaVideoLinks, BaseOperator):
                 )
             ) from error
 
-    def _finish_event(self, context: Context, event: Mapping[str, Any] | None) -> dict[str, Any]:
-        if not event or "status" not in event:
-            raise LumaError(f"{self.task_id}: the Luma trigger sent no usable event ({event!r}).")
-        generations = [Generation.from_dict(g) for g in event.get("generations") or []]
-        # Finished.result() raises the matching error: failed (with its reason), timeout or API error.
-        finished = Finished(event["status"], event.get("message") or "no message", generations)
-        (generation,) = finished.result()
-        return self._finish(context, generation)
-
-    def _finish(self, context: Context, generation: Generation) -> dict[str, Any]:
+    def _finish(self, context: Context, finished: Finished) -> dict[str, Any]:
+        """The wait's ending as the task's result, or the failure :func:`.outcome.settle` raises."""
+        (generation,) = outcome.settle(finished, role="generate")
+        # Built and checked storable first: had anything failed, the retry must still find the generation.
+        result = self._result(generation)
         if generation.video_url:
-            context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=generation.video_url)
+            context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=outcome.storable_video_url(generation))
         self.remember_videos([generation])
-        # Succeeded: a later run (a cleared task) must get a new video, not this one. Only now: had a
-        # push failed, the retry must still find the generation.
-        _forget_generation(context)
-        self.log.info("Luma generation %s is completed: %s", generation.id, generation.video_url or "no video URL")
-        return self._result(generation)
+        # Succeeded: a later run (a cleared task) must get a new video, not this one.
+        forget_generation(context)
+        self.log.info("Luma generation %s is completed: %s", generation.id, result.get("video_url") or "no video URL")
+        return result
 
     def _result(self, generation: Generation, body: CreateRequest | None = None) -> dict[str, Any]:
         """The task's result: the generation dict and the key-free summary of the request (``request_summary``)."""
         body = body or self._create_request()
-        result = {**generation.to_dict(), lineage.REQUEST_SUMMARY_KEY: lineage.request_summary(body)}
+        summary = {lineage.REQUEST_SUMMARY_KEY: lineage.request_summary(body)}
+        result = outcome.generation_result(generation, summary)
         self._lineage_result = result
         return result
 
@@ -466,189 +458,7 @@ class LumaGenerateVideoOperator(LumaVideoLinks, BaseOperator):
         except LumaError:
             request = None
         inputs = {name: getattr(self, name) for name in lineage.INPUT_FIELDS}
-        return lineage.generate_lineage(_api_namespace(self.hook), request, inputs, result)
-
-
-class LumaDownloadVideoOperator(LumaVideoLinks, BaseOperator):
-    """
-    Download the videos of completed Luma generations to a local path or object storage.
-
-    Each video is streamed to a temporary name next to its destination and moved into place only
-    when complete, so a failed download never leaves a partial file; re-running overwrites.
-
-    Example::
-
-        LumaDownloadVideoOperator(task_id="download", generation=wait.output, destination="/data/videos/")
-
-    .. seealso::
-        For more information on how to use this operator, see the provider's README.
-
-    :param generation: What to download: a generation dict (e.g. the output of the generate task or
-        of :class:`~airflow_provider_luma.sensors.luma.LumaGenerationSensor`), a generation id, or a
-        list of either (also a mapped task's output). Ids are fetched first. (templated)
-    :param destination: A local file path, a folder (an existing one, or a path ending in ``/``; the
-        videos go to ``<folder>/<generation id>.mp4``), an ``ObjectStoragePath`` or a URL such as
-        ``s3://bucket/videos/``. With several generations it is always a folder, created if missing.
-        (templated)
-    :param luma_conn_id: The Luma connection (used only to fetch generations given by id).
-    :return: The written path as a string, or a list of them when ``generation`` was a list.
-    """
-
-    template_fields: Sequence[str] = ("generation", "destination", "luma_conn_id")
-    ui_color = "#d9ccf7"
-    luma_video_source = DOWNLOAD
-    operator_extra_links = video_links(DOWNLOAD, MAX_VIDEO_LINKS)
-
-    @names_task
-    def __init__(
-        self,
-        *,
-        generation: Any,
-        destination: Any,
-        luma_conn_id: str = LumaHook.default_conn_name,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.generation = generation
-        self.destination = destination
-        self.luma_conn_id = luma_conn_id
-        self.expect_videos(generation)
-        if is_literal(generation):
-            self._items()
-        if destination is None or (isinstance(destination, str) and not destination.strip()):
-            raise LumaInputError("give a destination for the videos.")
-
-    @cached_property
-    def hook(self) -> LumaHook:
-        """The Luma hook."""
-        return LumaHook(luma_conn_id=self.luma_conn_id)
-
-    def _items(self) -> tuple[list[Any], bool]:
-        """The generations to download and whether several were asked for (a list, not one item)."""
-        value = self.generation
-        if isinstance(value, (Mapping, Generation)):
-            return [value], False
-        if isinstance(value, str):
-            ids = normalize_generation_ids(value, parameter="generation")
-            return ids, "," in value
-        if isinstance(value, Iterable):
-            items = list(materialized(value))  # a mapped task's lazy XCom sequence, read in one call
-            if not items:
-                raise LumaInputError("generation is an empty list: there is nothing to download.")
-            for item in items:
-                if isinstance(item, str):
-                    normalize_generation_ids(item, parameter="generation")
-                elif not isinstance(item, (Mapping, Generation)):
-                    raise LumaInputError(
-                        f"generation holds {type(item).__name__} {item!r}: expected generation dicts or ids."
-                    )
-            return items, True
-        raise LumaInputError(
-            f"generation is {type(value).__name__} {value!r}: expected a generation dict, an id, or a list of them."
-        )
-
-    def _target(self) -> tuple[Any, bool | None]:
-        """The destination as a path object, and whether it is explicitly a folder."""
-        destination = self.destination
-        if isinstance(destination, str) and "://" in destination:
-            # ObjectStoragePath drops a trailing "/", so remember that it meant a folder.
-            folder = True if destination.endswith("/") else None
-            return ObjectStoragePath(destination), folder
-        if isinstance(destination, (str, os.PathLike)):
-            return destination, (True if os.fspath(destination).endswith(("/", os.sep)) else None)
-        return destination, None
-
-    def execute(self, context: Context) -> str | list[str]:
-        """Check the destination is writable, then download every video."""
-        items, several = self._items()
-        target, folder = self._target()
-        into_folder = True if several else folder
-        # Fail before fetching or downloading anything when the videos could not be written anyway.
-        self.hook.check_video_destination(target, into_folder=into_folder)
-        written = []
-        for item in items:
-            generation = download.resolve_generation(item, self.hook.get_generation)
-            path = self.hook.download_video(generation, target, into_folder=into_folder)
-            written.append(lineage.WrittenVideo(generation, path, _file_size(path)))
-        self._written = written
-        self.remember_videos(video.generation for video in written)
-        # The source of each file (what the task's "Luma video" links open), and the file it went to.
-        context["ti"].xcom_push(
-            key=DOWNLOADED_VIDEOS_XCOM_KEY,
-            value=[
-                {"generation_id": v.generation.id, "video_url": v.generation.video_url, "path": str(v.target)}
-                for v in written
-            ],
-        )
-        lineage.emit_asset_events(context, self.outlets or (), written)
-        paths = [str(video.target) for video in written]
-        return paths if several else paths[0]
-
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
-        """
-        OpenLineage of the finished task: the generations as inputs, each written file as an output
-        named by OpenLineage's rules (``file`` and the path; ``s3://bucket`` and the key ...) with its
-        size, and the ``luma`` run facet (generation id, prompt, model, duration, file URI). Needs
-        ``apache-airflow-providers-openlineage`` (the ``openlineage`` extra), which calls it.
-        """
-        return lineage.download_lineage(_api_namespace(self.hook), getattr(self, "_written", []))
-
-
-def request_fingerprint(luma_conn_id: str, request: CreateRequest | Mapping[str, Any]) -> str:
-    """A digest of everything that makes a generation request: the connection, the endpoint and the body."""
-    described = request.to_dict() if isinstance(request, CreateRequest) else {"body": dict(request)}
-    canonical = json.dumps({"conn": luma_conn_id, **described}, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _not_retrying(reason: str, generation_id: str | None, why: str) -> str:
-    """The message of a task failed without retries once its generation exists: what happened, and what to do."""
-    if generation_id is None:
-        return (
-            f"{reason} Not retrying automatically: {why}. The generation's id is in this task's XCom "
-            f"({GENERATION_ID_XCOM_KEY!r}) and log; LumaGenerationSensor can wait for it."
-        )
-    return (
-        f"{reason} Not retrying automatically: Luma generation {generation_id} exists and {why}. To wait for "
-        f"it, use LumaGenerationSensor(generation_id={generation_id!r}); clear this task to submit a new one."
-    )
-
-
-def _pushed_generation_id(context: Context) -> str | None:
-    """The generation id this try pushed to XCom (kept across a deferral), or ``None``."""
-    try:
-        ti: Any = context["ti"]
-        map_index = getattr(ti, "map_index", None)
-        if isinstance(map_index, int) and map_index >= 0:
-            # A mapped task's own index: Airflow 2.11 would otherwise return every index's value.
-            value = ti.xcom_pull(task_ids=ti.task_id, key=GENERATION_ID_XCOM_KEY, map_indexes=map_index)
-        else:
-            value = ti.xcom_pull(task_ids=ti.task_id, key=GENERATION_ID_XCOM_KEY)
-    except Exception:
-        return None  # only a message depends on it: never fail the failure
-    return value if isinstance(value, str) and value else None
-
-
-def _file_size(path: Any) -> int | None:
-    """The size of a written file in bytes (``None`` if the store cannot say)."""
-    try:
-        return int(path.stat().st_size)
-    except Exception:
-        return None
-
-
-def _api_namespace(hook: LumaHook) -> str:
-    """The OpenLineage namespace of the connection's generations; the service's own when it cannot be read."""
-    try:
-        return lineage.api_namespace(hook.settings.base_url)
-    except Exception:
-        return lineage.DEFAULT_API_NAMESPACE
-
-
-def _forget_generation(context: Context) -> None:
-    store = context.get("task_state_store")
-    if store is not None:
-        store.delete(REUSE_STATE_KEY)
+        return lineage.generate_lineage(api_namespace(self.hook), request, inputs, result)
 
 
 def _as_timedelta(value: timedelta | float) -> timedelta:
@@ -658,3 +468,14 @@ def _as_timedelta(value: timedelta | float) -> timedelta:
     if result <= timedelta(0):
         raise LumaInputError(f"wait_timeout must be positive, not {value!r}.")
     return result
+
+
+__all__ = [
+    "GENERATION_ID_XCOM_KEY",
+    "REUSE_STATE_KEY",
+    "LumaDownloadVideoOperator",
+    "LumaGenerateVideoOperator",
+    "LumaVideoLink",
+    "normalize_keyframes",
+    "request_fingerprint",
+]

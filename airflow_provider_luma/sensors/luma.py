@@ -8,25 +8,12 @@ from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
-from airflow.providers.common.compat.sdk import (
-    AirflowException,
-    AirflowFailException,
-    AirflowSensorTimeout,
-    AirflowSkipException,
-    BaseSensorOperator,
-    Context,
-    PokeReturnValue,
-)
+from airflow.providers.common.compat.sdk import BaseSensorOperator, Context, PokeReturnValue
 
-from airflow_provider_luma.errors import LumaError, LumaInputError
+from airflow_provider_luma import outcome
+from airflow_provider_luma.errors import LumaInputError
 from airflow_provider_luma.hooks.luma import LumaHook
-from airflow_provider_luma.models import (
-    ApiFamily,
-    Generation,
-    GenerationRef,
-    GenerationState,
-    normalize_generation_refs,
-)
+from airflow_provider_luma.models import ApiFamily, GenerationRef, GenerationState, normalize_generation_refs
 from airflow_provider_luma.operators.links import (
     MAX_VIDEO_LINKS,
     SENSOR,
@@ -36,12 +23,13 @@ from airflow_provider_luma.operators.links import (
 )
 from airflow_provider_luma.operators.parse_checks import names_task
 from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
-from airflow_provider_luma.waiting import MISSING_ANSWERS_LIMIT, PACING_FLOORS, Wait
+from airflow_provider_luma.waiting import PACING_FLOORS, Finished, Wait
 
 #: How much later than the trigger's own deadline Airflow's deferral time-out fires: a backstop only.
 DEFERRAL_TIMEOUT_MARGIN = timedelta(minutes=2)
-#: How long the check before deferring may hold the worker slot: one quick look, no retries; the
-#: trigger waits out whatever is slow (a hanging API, a 429 asking for a minute).
+#: How long the check before deferring may hold the worker slot, in all (every call, however slowly
+#: the server sends): one quick look, no retries; the trigger waits out whatever is slow (a hanging
+#: API, a 429 asking for a minute).
 FIRST_CHECK_SECONDS = 5.0
 
 
@@ -134,12 +122,13 @@ class LumaGenerationSensor(LumaVideoLinks, BaseSensorOperator):
     def _given_ids(self) -> Any:
         return self.generation_id if self.generation_ids is None else self.generation_ids
 
-    def _resolve_ids(self) -> list[GenerationRef]:
+    def _resolve_ids(self, resolve: bool = False) -> list[GenerationRef]:
+        """The generations, as refs: once per entry point (``resolve``: their families decided by the connection)."""
         parameter = "generation_id" if self.generation_ids is None else "generation_ids"
         refs = normalize_generation_refs(materialized(self._given_ids), parameter=parameter, api=self.api)
         if self.generation_ids is None and len(refs) != 1:
             raise LumaInputError(f"generation_id must be one id, got {len(refs)}: use generation_ids for several.")
-        return refs
+        return [ref.resolved(self.hook.settings.api) for ref in refs] if resolve else refs
 
     @cached_property
     def hook(self) -> LumaHook:
@@ -148,30 +137,27 @@ class LumaGenerationSensor(LumaVideoLinks, BaseSensorOperator):
 
     def execute(self, context: Context) -> Any:
         """Check once; if not there yet, defer to :class:`LumaGenerationTrigger` (or poke when not deferrable)."""
-        refs = self._resolve_ids()
         if not self.deferrable:
+            self._resolve_ids()
             return super().execute(context)
+        refs = self._resolve_ids(resolve=True)
         deadline = time.time() + self.timeout
-        settings = self.hook.settings
-        wait = self.hook.new_wait(refs, self.target_state, deadline=deadline)
-        wait.report_progress = self.report_progress
-        # A quick look, bounded and not retried: a transient error or a slow API here is no news,
-        # defer all the same; the trigger keeps asking until the sensor's own deadline.
+        wait = self.hook.new_wait(refs, self.target_state, deadline=deadline, report_progress=self.report_progress)
+        # A quick look, bounded in all and not retried: a transient error or a slow API here is no
+        # news, defer all the same; the trigger keeps asking until the sensor's own deadline.
         quick = min(deadline, time.time() + FIRST_CHECK_SECONDS)
         finished = self.hook.check_once(wait, hold=False, deadline=quick, max_retries=0)
         if finished is not None:
-            return self._finish(finished.to_event())
-        resolved = [ref.resolved(settings.api) for ref in refs]
+            return self._finish(finished)
         # Never below the pacing floor the trigger enforces (a sensor's poke_interval may be 1 s).
         interval = max(float(self.poke_interval), PACING_FLOORS["poll_interval"])
-        tuning = {"poll_interval": interval} if self._given_poke_interval else {}
+        tuning: dict[str, Any] = {"poll_interval": interval} if self._given_poke_interval else {}
         self.defer(
             trigger=LumaGenerationTrigger(
-                generation_ids=[ref.id for ref in resolved],
+                refs=[{"id": ref.id, "api": str(ref.api)} for ref in refs],
                 target_state=self.target_state,
                 luma_conn_id=self.luma_conn_id,
                 deadline=deadline,
-                apis={ref.id: str(ref.api) for ref in resolved},
                 report_progress=self.report_progress,
                 **tuning,
             ),
@@ -180,58 +166,33 @@ class LumaGenerationSensor(LumaVideoLinks, BaseSensorOperator):
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
-        """Turn the trigger's event into the task's result or failure."""
-        return self._finish(event)
+        """Turn the trigger's event (of this release's schema or 0.2.0's) into the task's result or failure."""
+        return self._finish(outcome.read_event(event))
 
     def poke(self, context: Context) -> PokeReturnValue:
         """
-        One long poll, held by the server at most the connection's time-out; with ``report_progress``
-        a poke whose wait has seen nothing yet first asks where things stand (answered at once).
+        One long poll, held by the server at most the connection's time-out; the wait's rules
+        (:class:`~airflow_provider_luma.waiting.Poke`) say whether the poke asks again.
         """
         wait = self._wait_for_poke(context)  # Airflow enforces the sensor's timeout
         deadline = time.time() + min(self.hook.settings.timeout, float(self.timeout))
-        fresh = self.report_progress and not any(loop.latest for loop in wait.loops)
-        finished = self.hook.check_once(wait, hold=True, deadline=deadline)
-        if fresh and finished is None and not wait.left_out_ids and time.time() < deadline:
-            # A wait that had seen nothing asked where things stand (answered at once): now hold
-            # this poke for the next state, as a long poll should.
-            finished = self.hook.check_once(wait, hold=True, deadline=deadline)
-        if self.reschedule:
-            # Nothing of this poke reaches the next (a new sensor object; XCom is cleared at each
-            # start), so ids an answer left out are asked for again now, as a wait would.
-            for _ in range(MISSING_ANSWERS_LIMIT - 1):
-                if finished is not None or not wait.left_out_ids or time.time() >= deadline:
-                    break
-                time.sleep(self.hook.settings.min_poll_interval)
-                finished = self.hook.check_once(wait, hold=False, deadline=deadline)
+        # Reschedule mode: nothing of this poke reaches the next (a new sensor object; XCom is cleared).
+        finished = self.hook.poke(wait, deadline=deadline, keeps_state=not self.reschedule)
         if finished is None:
             return PokeReturnValue(is_done=False)
-        return PokeReturnValue(is_done=True, xcom_value=self._finish(finished.to_event()))
+        return PokeReturnValue(is_done=True, xcom_value=self._finish(finished))
 
     def _wait_for_poke(self, context: Context) -> Wait:
         """The wait of this poke: in poke mode the same one for every poke of a try."""
-        refs = self._resolve_ids()
         ti = context.get("ti")
+        refs = self._resolve_ids(resolve=True)
         key = (getattr(ti, "try_number", None), *(ref.id for ref in refs))
         if self._poke_wait is None or self._poke_wait[0] != key:
-            wait = self.hook.new_wait(refs, self.target_state)
-            wait.report_progress = self.report_progress
+            wait = self.hook.new_wait(refs, self.target_state, report_progress=self.report_progress)
             self._poke_wait = (key, wait)
         return self._poke_wait[1]
 
-    def _finish(self, event: Mapping[str, Any] | None) -> Any:
-        if not event or "status" not in event:
-            raise AirflowException(f"{self.task_id}: the Luma trigger sent no usable event ({event!r}).")
-        status, message = event["status"], event.get("message") or "no message"
-        if status == "success":
-            generations = [Generation.from_dict(g).to_dict() for g in event.get("generations", [])]
-            self.remember_videos(generations)
-            return generations[0] if self.generation_ids is None else generations
-        if self.soft_fail:
-            raise AirflowSkipException(f"Skipping (soft_fail): {message}")
-        if status == "failed":
-            # A failed generation stays failed: retrying this sensor cannot help.
-            raise AirflowFailException(message)
-        if status == "timeout":
-            raise AirflowSensorTimeout(message)
-        raise LumaError(message)
+    def _finish(self, finished: Finished) -> Any:
+        generations = outcome.settle(finished, role="sensor", soft_fail=self.soft_fail)
+        self.remember_videos(generations)
+        return outcome.sensor_result(generations, one=self.generation_ids is None)

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import traceback
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_provider_luma import outcome
 from airflow_provider_luma.errors import LumaError, LumaInputError
 from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.models import ApiFamily, GenerationRef, GenerationState, normalize_generation_refs
-from airflow_provider_luma.waiting import MAX_SECONDS, PACING_FLOORS, Finished, checked_number
+from airflow_provider_luma.waiting import MAX_SECONDS, PACING_FLOORS, checked_number
 
 #: Pacing settings a trigger may carry; unset ones come from the connection.
 TUNING_KEYS = tuple(PACING_FLOORS)
@@ -23,18 +24,22 @@ class LumaGenerationTrigger(BaseTrigger):
     Wait until every generation reaches ``target_state`` (or a later non-failed state): long polls on
     the ``luma-ai`` endpoints, polls every ``poll_interval`` seconds on the universal endpoint.
 
-    Yields exactly one event, ``{"status", "message", "generations"}``, where status is ``success``,
-    ``failed`` (a generation failed), ``timeout`` (``deadline`` passed) or ``error`` (a permanent API
-    error, such as a rejected key or an unknown id). Transient errors never end the wait before the
-    deadline. Everything it needs is in its kwargs (ids, state, connection id, absolute deadline), so
-    a trigger rebuilt after a triggerer restart resumes the same wait.
+    Yields exactly one event (:func:`airflow_provider_luma.outcome.event_of`: ``{"v": 1, "status",
+    "message", "generations"}``, storable, redacted, bounded), where status is ``success``, ``failed``
+    (a generation failed), ``timeout`` (``deadline`` passed) or ``error`` (a permanent API error, such
+    as a rejected key or an unknown id). Transient errors never end the wait before the deadline.
+    Everything it needs is in its kwargs (refs, state, connection id, absolute deadline), so a trigger
+    rebuilt after a triggerer restart resumes the same wait; one serialized by 0.2.0
+    (``generation_ids`` and ``apis``) is read too.
 
-    :param generation_ids: The generations to wait for: ids, or generation dicts (which say their family).
+    :param generation_ids: The generations to wait for: ids, or generation dicts (which say their
+        family); or give ``refs``.
     :param target_state: ``queued``, ``dreaming`` or ``completed`` (default).
     :param luma_conn_id: The Luma connection.
     :param deadline: UNIX time after which the wait ends with ``timeout``; ``None``: no limit.
-    :param apis: The endpoint family of each id (``{"<id>": "video"}``); ids left out use what the id's
-        form says, else the connection's ``api`` extra.
+    :param apis: 0.2.0's form of the families: ``{"<id>": "video"}`` beside ``generation_ids``.
+    :param refs: The generations as ``[{"id": ..., "api": ...}]`` (``api`` ``None`` or left out: what
+        the id's form says, else the connection's ``api`` extra); what :meth:`serialize` writes.
     :param report_progress: Report every state on the way: long-poll for the state after the latest
         seen instead of ``target_state`` (at most one more call per state) and log each state with the
         seconds since the generation's creation. Default ``False``: one long poll for the target.
@@ -44,21 +49,21 @@ class LumaGenerationTrigger(BaseTrigger):
 
     def __init__(
         self,
-        generation_ids: list[Any],
+        generation_ids: list[Any] | None = None,
         target_state: str = GenerationState.COMPLETED.value,
         luma_conn_id: str = LumaHook.default_conn_name,
         deadline: float | None = None,
         apis: dict[str, str] | None = None,
         report_progress: bool = False,
+        *,
+        refs: list[Mapping[str, Any]] | None = None,
         **tuning: float,
     ) -> None:
         super().__init__()
         unknown = set(tuning) - set(TUNING_KEYS)
         if unknown:
             raise LumaInputError(f"Unknown trigger settings {sorted(unknown)}: use {', '.join(TUNING_KEYS)}.")
-        refs = normalize_generation_refs(generation_ids)
-        given = {key: ApiFamily.parse(value, parameter=f"apis[{key!r}]") for key, value in (apis or {}).items()}
-        self.refs = [GenerationRef(ref.id, given.get(ref.id, ref.api)) for ref in refs]
+        self.refs = _refs(generation_ids, apis, refs)
         self.generation_ids = [ref.id for ref in self.refs]
         self.target_state = GenerationState.waitable(target_state).value
         self.luma_conn_id = luma_conn_id
@@ -77,17 +82,16 @@ class LumaGenerationTrigger(BaseTrigger):
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """
-        Classpath and plain-JSON kwargs: ids, state, connection id, deadline, tuning and
-        ``report_progress`` (only when on, so a default trigger serializes as before); never a secret.
+        Classpath and plain-JSON kwargs: refs (``[{"id", "api"}]``), state, connection id, deadline,
+        tuning and ``report_progress`` (only when on); never a secret.
         """
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
             {
-                "generation_ids": list(self.generation_ids),
+                "refs": [{"id": ref.id, "api": ref.api.value if ref.api else None} for ref in self.refs],
                 "target_state": self.target_state,
                 "luma_conn_id": self.luma_conn_id,
                 "deadline": self.deadline,
-                "apis": {ref.id: ref.api.value for ref in self.refs if ref.api is not None},
                 **({"report_progress": True} if self.report_progress else {}),
                 **self.tuning,
             },
@@ -106,33 +110,44 @@ class LumaGenerationTrigger(BaseTrigger):
             hook = LumaHook(luma_conn_id=self.luma_conn_id)
             async with hook:
                 settings = await hook.asettings()
-                pacing = replace(settings.pacing, **self.tuning)
                 wait = hook.new_wait(
                     self.refs,
                     self.target_state,
                     deadline=self.deadline,
                     settings=settings,
-                    pacing=pacing,
+                    pacing=replace(settings.pacing, **self.tuning),
                     logger=self.log,
+                    report_progress=self.report_progress,
                 )
-                wait.report_progress = self.report_progress
-                finished = await hook.arun_wait(wait)
-                event = finished.to_event()
+                event = outcome.event_of(await hook.arun_wait(wait))
         except LumaError as error:
-            event = Finished("error", error.message).to_event()
+            event = outcome.error_event(error.message)
         except Exception as error:  # not BaseException: cancellation, GeneratorExit and exits must go through
-            message = _redact(f"The Luma wait failed unexpectedly ({type(error).__name__}: {error}).", hook)
-            if len(message) > 1000:  # events are stored in the metadata DB: keep them small
-                message = message[:1000] + "...)."
-            self.log.error("%s\n%s", message, _redact("".join(traceback.format_exception(error)), hook))
-            event = Finished("error", message).to_event()
+            event = outcome.error_event(f"The Luma wait failed unexpectedly ({type(error).__name__}: {error}).")
+            self.log.error(
+                "%s\n%s", event["message"], outcome.message("".join(traceback.format_exception(error)), 20_000)
+            )
         self.log.info("Luma wait ended: %s", event["message"])
         yield TriggerEvent(event)
 
 
-def _redact(text: str, hook: LumaHook | None) -> str:
-    """``text`` without the connection's key, should an exception have carried it."""
-    settings = hook._async_settings if hook is not None else None
-    if settings is not None and settings.api_key:
-        text = text.replace(settings.api_key, "***")
-    return text
+def _refs(
+    generation_ids: list[Any] | None, apis: Mapping[str, Any] | None, refs: list[Mapping[str, Any]] | None
+) -> list[GenerationRef]:
+    """The generations of the trigger's kwargs, new form (``refs``) or 0.2.0's (``generation_ids`` + ``apis``)."""
+    if (refs is None) == (generation_ids is None):
+        raise LumaInputError("LumaGenerationTrigger needs exactly one of refs or generation_ids.")
+    if refs is not None:
+        if not isinstance(refs, list) or not all(isinstance(ref, Mapping) for ref in refs):
+            raise LumaInputError(f"LumaGenerationTrigger refs must be a list of {{'id', 'api'}} dicts, not {refs!r}.")
+        given = {str(ref.get("id")): ref.get("api") for ref in refs}
+        found = normalize_generation_refs([ref.get("id") for ref in refs], parameter="refs")
+    else:
+        given = dict(apis or {})
+        found = normalize_generation_refs(generation_ids, parameter="generation_ids")
+    families = {
+        key: ApiFamily.parse(value, parameter=f"the api of {key!r}")
+        for key, value in given.items()
+        if value is not None
+    }
+    return [GenerationRef(ref.id, families.get(ref.id, ref.api)) for ref in found]

@@ -188,7 +188,7 @@ async def test_deferrable_defers_to_the_trigger_and_completes(luma_conn, context
     assert deferred.value.timeout == timedelta(minutes=10) + DEFERRAL_TIMEOUT_MARGIN
     classpath, kwargs = trigger.serialize()
     assert classpath == "airflow_provider_luma.triggers.luma.LumaGenerationTrigger"
-    assert kwargs["generation_ids"] == [generation_id]
+    assert kwargs["refs"] == [{"id": generation_id, "api": "luma-ai"}]
     assert kwargs["target_state"] == "completed"
     assert kwargs["luma_conn_id"] == "luma_default"
     assert before + 600 <= kwargs["deadline"] <= time.time() + 600

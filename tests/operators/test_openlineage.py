@@ -138,6 +138,6 @@ def test_unreadable_connection_falls_back_to_the_service_namespace(tmp_path: Pat
     operator = LumaDownloadVideoOperator(task_id="download", generation=generation, destination=f"{tmp_path}/")
     operator._written = []
     assert operator.get_openlineage_facets_on_complete(FakeTaskInstance()).inputs == []
-    from airflow_provider_luma.operators import luma
+    from airflow_provider_luma.operators.download import api_namespace
 
-    assert luma._api_namespace(operator.hook) == DEFAULT_API_NAMESPACE
+    assert api_namespace(operator.hook) == DEFAULT_API_NAMESPACE

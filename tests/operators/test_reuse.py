@@ -11,7 +11,7 @@ from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferr
 
 from airflow_provider_luma.errors import LumaGenerationFailedError, LumaWaitTimeoutError
 from airflow_provider_luma.operators.luma import REUSE_STATE_KEY, LumaGenerateVideoOperator
-from tests.support.dag_runner import LOST_ANSWER_DAG, RECORD_TASK, recorded, run_dag_source
+from tests.support.dag_runner import LOST_ANSWER_DAG, RECORD_TASK, latest_run_id, recorded, run_dag_source
 from tests.support.logs import logged_text
 from tests.support.tasks import AIRFLOW_HAS_TASK_STATE, TaskStateStore, task_context
 
@@ -157,10 +157,8 @@ def test_dag_a_lost_create_answer_is_not_retried(luma_conn, airflow_db):
 
 def try_number(airflow_home: Path, dag_id: str, task_id: str) -> int:
     """The try the task instance of the DAG's latest run ended on, read from the metadata DB."""
+    run_id = latest_run_id(airflow_home, dag_id)
     with sqlite3.connect(airflow_home / "airflow.db") as db:
-        (run_id,) = db.execute(
-            "SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1", (dag_id,)
-        ).fetchone()
         ((tries,),) = db.execute(
             "SELECT try_number FROM task_instance WHERE dag_id = ? AND run_id = ? AND task_id = ?",
             (dag_id, run_id, task_id),

@@ -73,7 +73,7 @@ def test_defers_with_the_trigger_and_a_backstop_timeout(luma_conn):
     trigger = deferred.value.trigger
     assert isinstance(trigger, LumaGenerationTrigger)
     _, kwargs = trigger.serialize()
-    assert kwargs["generation_ids"] == [generation.id]
+    assert kwargs["refs"] == [{"id": generation.id, "api": "luma-ai"}]
     assert kwargs["target_state"] == "completed"
     assert before + 600 <= kwargs["deadline"] <= time.time() + 600
     assert deferred.value.timeout == timedelta(seconds=600) + DEFERRAL_TIMEOUT_MARGIN

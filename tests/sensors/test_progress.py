@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_luma.hooks.luma import LumaHook
-from airflow_provider_luma.models import ApiFamily, Generation, GenerationState
+from airflow_provider_luma.models import ApiFamily, Generation, GenerationRef, GenerationState
 from airflow_provider_luma.operators.luma import LumaGenerateVideoOperator
 from airflow_provider_luma.sensors.luma import LumaGenerationSensor
 from airflow_provider_luma.testing import LumaSimulator
@@ -89,7 +89,10 @@ def gen(state: str, generation_id: str = "g1", created_at: str | None = "2025-06
 
 def loop(clock: Clock, target: GenerationState = GenerationState.COMPLETED, **kwargs: Any) -> WaitLoop:
     kwargs.setdefault("report_progress", True)
-    return WaitLoop(["g1"], target, deadline=CREATED + 600, pacing=WaitPacing(), clock=clock, **kwargs)
+    api = kwargs.pop("api", ApiFamily.LUMA_AI)
+    return WaitLoop(
+        [GenerationRef("g1", api)], target, deadline=CREATED + 600, pacing=WaitPacing(), clock=clock, **kwargs
+    )
 
 
 def test_created_at_of_the_fake_clock_is_what_the_api_would_say() -> None:
@@ -170,7 +173,13 @@ def test_on_the_universal_endpoint_only_the_log_lines_change() -> None:
 
 def test_several_generations_hold_for_the_least_advanced() -> None:
     clock = Clock()
-    wait = WaitLoop(["a", "b"], GenerationState.COMPLETED, deadline=None, clock=clock, report_progress=True)
+    wait = WaitLoop(
+        [GenerationRef("a"), GenerationRef("b")],
+        GenerationState.COMPLETED,
+        deadline=None,
+        clock=clock,
+        report_progress=True,
+    )
     step = wait.after_poll([gen("dreaming", "a"), gen("queued", "b")], 0.1)
     assert isinstance(step, Poll)
     assert step.target is GenerationState.DREAMING
@@ -204,7 +213,7 @@ def test_elapsed_time_counts_from_the_creation(caplog: pytest.LogCaptureFixture,
 
 
 def test_the_wait_sets_it_on_every_loop() -> None:
-    loops = [WaitLoop(["a"], GenerationState.COMPLETED, deadline=None, api=api) for api in ApiFamily]
+    loops = [WaitLoop([GenerationRef("a", api)], GenerationState.COMPLETED, deadline=None) for api in ApiFamily]
     wait = Wait(loops, ["a"])
     assert wait.report_progress is False
     wait.report_progress = True

@@ -72,7 +72,7 @@ def test_the_deferred_trigger_carries_the_family_and_the_given_poke_interval(lum
     with pytest.raises(TaskDeferred) as deferred:
         sensor.execute({})
     _, kwargs = deferred.value.trigger.serialize()
-    assert kwargs["apis"] == {generation.id: "video"}
+    assert kwargs["refs"] == [{"id": generation.id, "api": "video"}]
     assert kwargs["poll_interval"] == 7.0
 
     default = LumaGenerationSensor(task_id="wait2", generation_id=generation.id, timeout=60)

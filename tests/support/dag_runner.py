@@ -18,6 +18,17 @@ class DagTestResult:
     task_states: dict[str, Any]
 
 
+def latest_run_id(airflow_home: Path, dag_id: str) -> str:
+    """The run id of the DAG's latest run, read from the metadata DB (SQLite) of ``airflow_home``."""
+    import sqlite3
+
+    with sqlite3.connect(airflow_home / "airflow.db") as db:
+        (run_id,) = db.execute(
+            "SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1", (dag_id,)
+        ).fetchone()
+    return str(run_id)
+
+
 def load_dag(path: Path, dag_id: str):
     """Load ``dag_id`` from ``path`` with a DagBag; fail on import errors."""
     try:

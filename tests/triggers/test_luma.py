@@ -25,15 +25,35 @@ def test_serialize_holds_ids_state_connection_deadline_and_tuning_only():
     classpath, kwargs = trigger.serialize()
     assert classpath == "airflow_provider_luma.triggers.luma.LumaGenerationTrigger"
     assert kwargs == {
+        # A dict's family and an id's own suffix travel; a bare id is left to the connection's default.
+        "refs": [{"id": "a1", "api": None}, {"id": "b2", "api": "video"}, {"id": universal, "api": "video"}],
+        "target_state": "dreaming",
+        "luma_conn_id": "my_luma",
+        "deadline": 1234.5,
+        "min_poll_interval": 2.0,
+    }
+    assert LumaGenerationTrigger(**kwargs).serialize() == (classpath, kwargs)
+
+
+def test_a_trigger_serialized_by_0_2_0_is_read_and_serialized_in_the_new_form():
+    universal = "7c880e75-9892-4238-8464-49cb0c6deabd:luma/ray-2"
+    old = {  # what 0.2.0 wrote in the trigger row
         "generation_ids": ["a1", "b2", universal],
         "target_state": "dreaming",
         "luma_conn_id": "my_luma",
         "deadline": 1234.5,
-        # A dict's family and an id's own suffix travel; a bare id is left to the connection's default.
-        "apis": {"b2": "video", universal: "video"},
+        "apis": {"b2": "video", universal: "video", "a1": "luma-ai"},
         "min_poll_interval": 2.0,
     }
-    assert LumaGenerationTrigger(**kwargs).serialize() == (classpath, kwargs)
+    trigger = LumaGenerationTrigger(**json.loads(json.dumps(old)))
+    assert [(ref.id, ref.api and ref.api.value) for ref in trigger.refs] == [
+        ("a1", "luma-ai"),
+        ("b2", "video"),
+        (universal, "video"),
+    ]
+    assert trigger.serialize()[1]["refs"][0] == {"id": "a1", "api": "luma-ai"}
+    with pytest.raises(LumaInputError, match="exactly one of refs or generation_ids"):
+        LumaGenerationTrigger(["a1"], refs=[{"id": "a1"}])
 
 
 def test_subclass_serializes_under_its_own_classpath():
@@ -53,6 +73,9 @@ def test_subclass_serializes_under_its_own_classpath():
         ({"generation_ids": ["a"], "target_state": "failed"}, "cannot target 'failed'"),
         ({"generation_ids": ["a"], "target_state": "finished"}, "Unknown"),
         ({"generation_ids": []}, "empty"),
+        ({"refs": []}, "empty"),
+        ({"refs": ["a"]}, "list of"),
+        ({"refs": [{"id": "a", "api": "nope"}]}, "not an endpoint family"),
         ({"generation_ids": ["a"], "poll_every": 3}, "Unknown trigger settings"),
     ],
 )

@@ -111,6 +111,7 @@ async def test_a_trigger_that_cannot_even_build_its_hook_yields_one_error_event(
     monkeypatch.setattr(LumaHook, "__init__", broken)
     event = await the_event(LumaGenerationTrigger(["4f1c0000-0000-4000-8000-000000000001"], deadline=None))
     assert event == {
+        "v": 1,
         "status": "error",
         "message": "The Luma wait failed unexpectedly (RuntimeError: no hook today).",
         "generations": [],
