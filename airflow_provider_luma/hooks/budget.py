@@ -12,8 +12,9 @@ retry in a loop (no FIFO order) and knows nothing of a 429. The budget is two sm
   start times in order of asking; a window check keeps every one-second window *at the API* to
   ``max(1, floor(rate + burst))`` calls. A call reaches the API at some moment between being let
   through and its answer, so it counts in every window that moment could fall in: until its answer,
-  or until :data:`ARRIVAL` after its start if it is still unanswered then (a long poll the API
-  holds). Counting to the answer, not to the start, is what keeps the bound when calls that left
+  or, if it is still unanswered then, until the end its caller names at the start (:data:`ARRIVAL`
+  for a long poll the API holds; the attempt's time-out for any other call, which cannot reach the
+  API later). Counting to the answer, not to the start, is what keeps the bound when calls that left
   evenly arrive bunched: a burst on new connections, or an event loop too busy to send on time.
 * :class:`CallBudget`, the waiting: a thread lock around the schedule, and ``time.sleep`` or
   ``asyncio.sleep`` until the start time it handed out, on any thread or event loop.
@@ -36,10 +37,11 @@ log = logging.getLogger(__name__)
 
 #: The window the bound holds in, in seconds: the API's.
 WINDOW = 1.0
-#: Longest a call is taken to need to reach the API. A call still unanswered this long after it was
-#: let through (a long poll the API holds) is counted as having arrived by then; one answered sooner
-#: counts until its answer. Calls held by the API therefore take a place for ``ARRIVAL + WINDOW``
-#: seconds: at most ``limit / 1.5`` of them start per second, whatever the rate.
+#: Longest a long poll is taken to need to reach the API. A call the API may hold, still unanswered
+#: this long after it was let through, is counted as having arrived by then; one answered sooner
+#: counts until its answer. Held calls therefore take a place for ``ARRIVAL + WINDOW`` seconds: at
+#: most ``limit / 1.5`` of them start per second, whatever the rate. Calls the API answers at once
+#: count until their answer (a loaded event loop may send them late, and then bunched).
 ARRIVAL = 0.5
 #: First pause after a 429 that names no ``Retry-After``; it doubles with each 429 after a resume.
 FIRST_PAUSE = 1.0
@@ -77,7 +79,8 @@ class CallSchedule:
         self._theoretical = -math.inf  # the cell rate algorithm's "theoretical arrival time"
         self._next_ticket = 0
         self._pending: dict[int, float] = {}  # ticket -> reserved start, in ticket order
-        self._in_flight: dict[int, float] = {}  # ticket -> start, in order of starting
+        self._in_flight: dict[int, float] = {}  # ticket -> the latest time it counts until, unanswered
+        self._flying: list[float] = []  # those times (sorted), pruned as they leave the window
         self._answered: list[float] = []  # when recent calls ended (sorted): each counts until then
         self._started: deque[float] = deque(maxlen=self.limit)  # the latest starts (to re-plan after a 429)
         self._planned: deque[float] = deque(maxlen=self.limit)  # the latest start times handed out
@@ -100,13 +103,16 @@ class CallSchedule:
         self._planned.append(at)
         return at
 
-    def start(self, ticket: int, now: float) -> float | None:
+    def start(self, ticket: int, now: float, counts_for: float = ARRIVAL) -> float | None:
         """
         Start the call of ``ticket`` now if it may (``None``), else the time at which to ask again.
 
         A ticket may start at its reserved time if the window has room for it and for the tickets
         still queued ahead of it (they are due too: reserved times follow ticket order). Otherwise it
         is told when that room frees, at the latest: calls on their way may be answered sooner.
+
+        :param counts_for: Seconds after its start until which the call counts if still unanswered:
+            :data:`ARRIVAL` for a long poll the API holds, the attempt's time-out for any other.
         """
         at = self._pending[ticket]
         if at <= now:
@@ -119,7 +125,9 @@ class CallSchedule:
         if at > now:
             return at
         del self._pending[ticket]
-        self._in_flight[ticket] = now
+        until = now + counts_for
+        self._in_flight[ticket] = until
+        bisect.insort(self._flying, until)
         self._started.append(now)
         return None
 
@@ -128,25 +136,24 @@ class CallSchedule:
         The call of ``ticket`` got its answer (or failed) at ``now``: it reached the API by then, if at
         all. ``False`` if it had already finished.
         """
-        started = self._in_flight.pop(ticket, None)
-        if started is None:
+        until = self._in_flight.pop(ticket, None)
+        if until is None:
             return False
-        bisect.insort(self._answered, min(now, started + ARRIVAL))
+        at = bisect.bisect_left(self._flying, until)
+        if at < len(self._flying) and self._flying[at] == until:  # else it has left the window already
+            del self._flying[at]
+        bisect.insort(self._answered, min(now, until))
         return True
 
     def _room_at(self, now: float, ahead: int) -> float:
         """When the window has room for ``ahead`` calls and one more: ``now``, or when enough counted calls leave it."""
         horizon = now - self.window
         del self._answered[: bisect.bisect_right(self._answered, horizon)]
-        counted = list(self._answered)
-        for started in reversed(self._in_flight.values()):  # newest first: stop at the first one counted out
-            if started + ARRIVAL <= horizon:
-                break
-            counted.append(started + ARRIVAL)
-        leaving = len(counted) + ahead - self.limit  # calls that must leave the window first, less one
+        del self._flying[: bisect.bisect_right(self._flying, horizon)]
+        leaving = len(self._answered) + len(self._flying) + ahead - self.limit  # must leave first, less one
         if leaving < 0:
             return now
-        counted.sort()
+        counted = sorted(self._answered + self._flying)  # two sorted runs: a merge
         # With more queued ahead than the window holds, they have to start first: ask again after the window.
         return counted[min(leaving, len(counted) - 1)] + self.window if counted else now + self.window
 
@@ -217,30 +224,32 @@ class CallBudget:
     def __repr__(self) -> str:
         return f"CallBudget(rate={self.schedule.rate!r}, burst={self.schedule.burst!r})"
 
-    def acquire(self, deadline: float | None = None) -> Slot:
+    def acquire(self, deadline: float | None = None, counts_for: float = ARRIVAL) -> Slot:
         """
         Block this thread until a call may start; the call's :class:`Slot`.
 
         :param deadline: UNIX time (the clock of a call's deadline) by which the call must start;
             past it, :class:`BudgetTimeout` is raised and the call leaves the queue.
+        :param counts_for: Seconds after its start until which the call counts if still unanswered:
+            :data:`ARRIVAL` for a long poll the API holds, the attempt's time-out for any other.
         """
-        ticket, again, now = self._join()
+        ticket, again, now = self._join(counts_for)
         try:
             while again is not None:
                 time.sleep(self._pause(again, deadline))
-                again, now = self._start(ticket)
+                again, now = self._start(ticket, counts_for)
         except BaseException:
             self._leave(ticket)
             raise
         return Slot(ticket, now)
 
-    async def aacquire(self, deadline: float | None = None) -> Slot:
+    async def aacquire(self, deadline: float | None = None, counts_for: float = ARRIVAL) -> Slot:
         """Async twin of :meth:`acquire`: only this task waits; the event loop runs on."""
-        ticket, again, now = self._join()
+        ticket, again, now = self._join(counts_for)
         try:
             while again is not None:
                 await asyncio.sleep(self._pause(again, deadline))
-                again, now = self._start(ticket)
+                again, now = self._start(ticket, counts_for)
         except BaseException:  # cancelled, or past its deadline: leave the queue
             self._leave(ticket)
             raise
@@ -256,17 +265,17 @@ class CallBudget:
             raise BudgetTimeout("The call budget could not let this call start before its deadline.")
         return min(pause, left)
 
-    def _join(self) -> tuple[int, float | None, float]:
+    def _join(self, counts_for: float) -> tuple[int, float | None, float]:
         """Queue up: the ticket, ``None`` if started at once (else when to try), and the time."""
         with self._lock:
             now = self.clock()
             ticket, at = self.schedule.reserve(now)
-            return ticket, (self.schedule.start(ticket, now) if at <= now else at), now
+            return ticket, (self.schedule.start(ticket, now, counts_for) if at <= now else at), now
 
-    def _start(self, ticket: int) -> tuple[float | None, float]:
+    def _start(self, ticket: int, counts_for: float) -> tuple[float | None, float]:
         with self._lock:
             now = self.clock()
-            return self.schedule.start(ticket, now), now
+            return self.schedule.start(ticket, now, counts_for), now
 
     def _leave(self, ticket: int) -> None:
         with self._lock:

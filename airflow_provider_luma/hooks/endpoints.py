@@ -315,7 +315,14 @@ def _luma_ai_fetch(
         query = params + ([(name, target.value)] if name is not None and target is not None else [])
         try:
             answer: Answer = yield Call(
-                "GET", path, what, params=query, deadline=deadline, parse=parse, max_retries=retries
+                "GET",
+                path,
+                what,
+                params=query,
+                deadline=deadline,
+                parse=parse,
+                max_retries=retries,
+                held=name is not None and target is not None,
             )
         except LumaValidationError as error:
             if hold is None or name is None or not _names(error, name) or not hold.rejected(name):

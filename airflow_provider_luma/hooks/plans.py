@@ -39,6 +39,8 @@ class Call:
         again like any other glitch.
     :param max_retries: Retries of this call instead of the connection's ``max_retries`` (``0``: one
         attempt); ``None``: the connection's.
+    :param held: Whether the API may hold the call (a long poll): the call budget then counts it, while
+        unanswered, only :data:`~.budget.ARRIVAL` after its start, not until its answer.
     """
 
     method: str
@@ -49,6 +51,7 @@ class Call:
     deadline: float | None = None
     parse: Callable[[Any], Any] | None = None
     max_retries: int | None = None
+    held: bool = False
 
     @property
     def creates(self) -> bool:

@@ -8,14 +8,15 @@ KEYS (one key's budget; all names carry the same {fingerprint} tag, so they shar
   2 queue     sorted set: tickets waiting to start, scored by ticket (first come, first served)
   3 reserved  hash: ticket -> the start time reserved for it
   4 seen      hash: ticket -> when its waiter last asked (a waiter of a killed process stops asking)
-  5 flight    sorted set: calls let through and not answered yet, scored by their start
+  5 flight    sorted set: calls let through and not answered yet, scored by the time until which each
+              counts unanswered (its start plus the `counts_for` its caller named)
   6 answered  sorted set: answered calls, scored by the time until which each counts
   7 starts    list: the latest `limit` starts (the plan after a 429 starts from them)
   8 plans     list: the latest `limit` start times handed out
-ARGV: op, limit, interval, tolerance, window, arrival, stale, ttl, first_pause, max_pause, now
+ARGV: op, limit, interval, tolerance, window, stale, ttl, first_pause, max_pause, now
 (empty: Redis's clock; a time only where a test drives the script on a clock of its own), then
-  acquire  (nothing)                          -> {0, ticket, started} or {1, ticket, seconds to wait}
-  start    ticket                             -> the same (a ticket lost to `stale` queues anew)
+  acquire  counts_for                         -> {0, ticket, started} or {1, ticket, seconds to wait}
+  start    ticket counts_for                  -> the same (a ticket lost to `stale` queues anew)
   cancel   ticket                             -> {0}
   finish   ticket started status retry_after  -> {0}, or {1, seconds paused} after a 429
            (status and retry_after empty: no answer, no Retry-After)
@@ -32,13 +33,12 @@ local limit = tonumber(ARGV[2])
 local interval = tonumber(ARGV[3])
 local tolerance = tonumber(ARGV[4])
 local window = tonumber(ARGV[5])
-local arrival = tonumber(ARGV[6])
-local stale = tonumber(ARGV[7])
-local ttl = tonumber(ARGV[8])
-local first_pause = tonumber(ARGV[9])
-local max_pause = tonumber(ARGV[10])
+local stale = tonumber(ARGV[6])
+local ttl = tonumber(ARGV[7])
+local first_pause = tonumber(ARGV[8])
+local max_pause = tonumber(ARGV[9])
 
-local now = tonumber(ARGV[11])
+local now = tonumber(ARGV[10])
 if now == nil then
   local clock = redis.call('TIME')
   now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
@@ -102,8 +102,8 @@ local function drop_stale()
 end
 
 -- CallSchedule._room_at: when the window has room for `ahead` calls and one more. An answered call
--- counts until its answer (or `arrival` after its start); one still unanswered until `arrival` after
--- it. Counts come from ZCARD and only the earliest values are read: the cost does not grow with the
+-- counts until its answer (or the end named at its start, if sooner); one still unanswered until that
+-- end. Counts come from ZCARD and only the earliest values are read: the cost does not grow with the
 -- window's content.
 local function scores(key, count, plus)
   local values = {}
@@ -117,14 +117,8 @@ end
 local function room_at(ahead)
   local horizon = now - window
   redis.call('ZREMRANGEBYSCORE', A, '-inf', fmt(horizon))
-  -- Unanswered since before the window began: they count no more (finish() is told their start).
-  -- Candidates by score, each checked with CallSchedule's own sum.
-  local old = redis.call('ZRANGEBYSCORE', F, '-inf', fmt(horizon - arrival + 1e-6), 'WITHSCORES')
-  for i = 2, #old, 2 do
-    if tonumber(old[i]) + arrival <= horizon then
-      redis.call('ZREM', F, old[i - 1])
-    end
-  end
+  -- Unanswered calls whose end left the window count no more (finish() is told their start).
+  redis.call('ZREMRANGEBYSCORE', F, '-inf', fmt(horizon))
   local total = redis.call('ZCARD', A) + redis.call('ZCARD', F)
   local leaving = total + ahead - limit -- calls that must leave the window first, less one
   if leaving < 0 then
@@ -135,7 +129,7 @@ local function room_at(ahead)
   end
   local rank = math.min(leaving, total - 1) + 1
   local counted = scores(A, rank, 0)
-  for _, value in ipairs(scores(F, rank, arrival)) do
+  for _, value in ipairs(scores(F, rank, 0)) do
     counted[#counted + 1] = value
   end
   table.sort(counted)
@@ -144,7 +138,7 @@ end
 
 -- CallSchedule.start: start now if the reserved time has come and the window has room for this call
 -- and for the tickets queued ahead of it; else say when to ask again.
-local function start(id)
+local function start(id, counts_for)
   local at = field(R, id, nil)
   if at == nil then
     return nil
@@ -158,7 +152,7 @@ local function start(id)
     return {1, id, fmt(at - now)}
   end
   dequeue(id)
-  redis.call('ZADD', F, fmt(now), id)
+  redis.call('ZADD', F, fmt(now + counts_for), id)
   redis.call('RPUSH', L, fmt(now))
   redis.call('LTRIM', L, -limit, -1)
   return {0, id, fmt(now)}
@@ -210,20 +204,20 @@ end
 
 local reply
 if op == 'acquire' then
-  reply = start(reserve())
+  reply = start(reserve(), tonumber(ARGV[11]))
 elseif op == 'start' then
-  reply = start(ARGV[12]) or start(reserve())
+  local counts_for = tonumber(ARGV[12])
+  reply = start(ARGV[11], counts_for) or start(reserve(), counts_for)
 elseif op == 'cancel' then
-  dequeue(ARGV[12])
+  dequeue(ARGV[11])
   reply = {0}
 elseif op == 'finish' then
-  local id, started = ARGV[12], tonumber(ARGV[13])
-  local status, retry_after = tonumber(ARGV[14]), tonumber(ARGV[15])
+  local id, started = ARGV[11], tonumber(ARGV[12])
+  local status, retry_after = tonumber(ARGV[13]), tonumber(ARGV[14])
   local flew = redis.call('ZSCORE', F, id)
   if flew then
     redis.call('ZREM', F, id)
-    started = tonumber(flew)
-    local counted = math.min(now, started + arrival)
+    local counted = math.min(now, tonumber(flew))
     if counted > now - window then
       redis.call('ZADD', A, fmt(counted), id)
     end

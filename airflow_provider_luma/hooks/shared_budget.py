@@ -4,9 +4,10 @@ deployment's Redis (the connection extra ``budget_redis_conn_id``).
 
 Each triggerer's waits and each worker's calls with one key then share one ``rate + burst`` with the
 same semantics as the in-process budget: no one-second window holds more than
-``max(1, floor(rate + burst))`` calls, each counted until its answer (or :data:`~.budget.ARRIVAL`
-after its start if still unanswered); tickets are served first come first served across processes;
-a 429 pauses every process. The decisions are :class:`~.budget.CallSchedule`'s, written as one Lua
+``max(1, floor(rate + burst))`` calls, each counted until its answer (or, still unanswered, until
+the end its caller names: :data:`~.budget.ARRIVAL` for a held long poll); tickets are served first
+come first served across processes; a 429 pauses every process. The decisions are
+:class:`~.budget.CallSchedule`'s, written as one Lua
 script (``shared_budget.lua``) that Redis runs atomically on its own clock, so processes on
 different hosts need no synchronised clocks.
 
@@ -88,7 +89,7 @@ class SharedCallBudget(CallBudget):
         self.redis_conn_id = redis_conn_id
         self.keys = [f"luma:budget:{{{fingerprint}}}:{name}" for name in KEY_NAMES]
         interval = 1.0 / rate  # as CallSchedule computes them, to the last bit
-        limits = (self.schedule.limit, interval, burst * interval, WINDOW, ARRIVAL, STALE, TTL, FIRST_PAUSE, MAX_PAUSE)
+        limits = (self.schedule.limit, interval, burst * interval, WINDOW, STALE, TTL, FIRST_PAUSE, MAX_PAUSE)
         self._limits = [*(repr(value) for value in limits), ""]  # "": Redis's clock
         self._options: dict[str, Any] | None = None
         self._script: Any = None  # the sync client's Script
@@ -112,31 +113,35 @@ class SharedCallBudget(CallBudget):
 
     # -- taking a slot ------------------------------------------------------------------------------
 
-    def acquire(self, deadline: float | None = None) -> Slot:
+    def acquire(self, deadline: float | None = None, counts_for: float = ARRIVAL) -> Slot:
         """
         Block this thread until a call may start; the call's :class:`~.budget.Slot`.
 
         :param deadline: UNIX time by which the call must start, else :class:`~.budget.BudgetTimeout`.
+        :param counts_for: Seconds after its start until which the call counts if still unanswered
+            (see :meth:`.CallBudget.acquire`).
         """
         script = self._sync_script()
         if script is not None:
             try:
-                ticket, started = _wait(lambda ticket: self._ask(script, ticket), self._leaver(script), deadline)
+                ticket, started = _wait(
+                    lambda ticket: self._ask(script, ticket, counts_for), self._leaver(script), deadline
+                )
             except redis_errors() as error:
                 self._lost(error)
             else:
                 self._outstanding.add(ticket)
                 return SharedSlot(ticket, started)
-        ticket, started = _wait(self._ask_here, self._leave, deadline)
+        ticket, started = _wait(lambda ticket: self._ask_here(ticket, counts_for), self._leave, deadline)
         return Slot(ticket, started)
 
-    async def aacquire(self, deadline: float | None = None) -> Slot:
+    async def aacquire(self, deadline: float | None = None, counts_for: float = ARRIVAL) -> Slot:
         """Async twin of :meth:`acquire`: only this task waits; the event loop runs on."""
         script = await self._async_script()
         if script is not None:
             try:
                 ticket, started = await _await(
-                    lambda ticket: self._aask(script, ticket), self._aleaver(script), deadline
+                    lambda ticket: self._aask(script, ticket, counts_for), self._aleaver(script), deadline
                 )
             except redis_errors() as error:
                 self._lost(error)
@@ -145,7 +150,7 @@ class SharedCallBudget(CallBudget):
                 return SharedSlot(ticket, started)
 
         async def ask_here(ticket: int | None) -> Reply:
-            return self._ask_here(ticket)
+            return self._ask_here(ticket, counts_for)
 
         async def leave_here(ticket: int) -> None:
             self._leave(ticket)
@@ -153,27 +158,29 @@ class SharedCallBudget(CallBudget):
         ticket, started = await _await(ask_here, leave_here, deadline)
         return Slot(ticket, started)
 
-    def _ask(self, script: Any, ticket: int | None) -> Reply:
+    def _ask(self, script: Any, ticket: int | None, counts_for: float) -> Reply:
         outages = self.outages
-        reply = script(keys=self.keys, args=self._args(ticket))
+        reply = script(keys=self.keys, args=self._args(ticket, counts_for))
         self._back(outages)
         return _reply(reply)
 
-    async def _aask(self, script: Any, ticket: int | None) -> Reply:
+    async def _aask(self, script: Any, ticket: int | None, counts_for: float) -> Reply:
         outages = self.outages
-        reply = await script(keys=self.keys, args=self._args(ticket))
+        reply = await script(keys=self.keys, args=self._args(ticket, counts_for))
         self._back(outages)
         return _reply(reply)
 
-    def _args(self, ticket: int | None) -> list[Any]:
-        return ["acquire", *self._limits] if ticket is None else ["start", *self._limits, ticket]
+    def _args(self, ticket: int | None, counts_for: float) -> list[Any]:
+        if ticket is None:
+            return ["acquire", *self._limits, repr(counts_for)]
+        return ["start", *self._limits, ticket, repr(counts_for)]
 
-    def _ask_here(self, ticket: int | None) -> Reply:
+    def _ask_here(self, ticket: int | None, counts_for: float) -> Reply:
         """The in-process budget's step: join its queue, or ask again."""
         if ticket is None:
-            ticket, again, now = self._join()
+            ticket, again, now = self._join(counts_for)
         else:
-            again, now = self._start(ticket)
+            again, now = self._start(ticket, counts_for)
         return ticket, (None if again is None else max(0.0, again - now)), now
 
     def _leaver(self, script: Any) -> Callable[[int], None]:
@@ -225,9 +232,9 @@ class SharedCallBudget(CallBudget):
             ascript = self._ascripts.get(running)
             if ascript is not None:
                 self._spawn(self._afinish(ascript, args))
-            return  # else Redis failed meanwhile: the call counts there until ARRIVAL after its start
+            return  # else Redis failed meanwhile: the call counts there until the end named at its start
         script = self._sync_script()
-        if script is None:  # Redis failed meanwhile: the call counts there until ARRIVAL after its start
+        if script is None:  # Redis failed meanwhile: the call counts there until the end named at its start
             return
         try:
             self._told(script(keys=self.keys, args=args))

@@ -52,7 +52,7 @@ from airflow_provider_luma.hooks.answers import (
     read_capped,
     retry_after_seconds,
 )
-from airflow_provider_luma.hooks.budget import BudgetTimeout, CallBudget, Slot, call_budget
+from airflow_provider_luma.hooks.budget import ARRIVAL, BudgetTimeout, CallBudget, Slot, call_budget
 from airflow_provider_luma.hooks.deadlines import GuardedAdapter, Watchdog
 from airflow_provider_luma.hooks.plans import Answer, Call
 from airflow_provider_luma.hooks.sessions import _new_session, join_shared_session, leave_shared_session
@@ -246,7 +246,7 @@ def _acquire(budget: CallBudget | None, call: Call, settings: LumaSettings) -> S
     if budget is None:
         return None
     try:
-        return budget.acquire(deadline=attempt_deadline(call, settings))
+        return budget.acquire(deadline=attempt_deadline(call, settings), counts_for=_counts_for(call, settings))
     except BudgetTimeout:
         raise _budget_timeout(call) from None
 
@@ -256,9 +256,14 @@ async def _aacquire(budget: CallBudget | None, call: Call, settings: LumaSetting
     if budget is None:
         return None
     try:
-        return await budget.aacquire(deadline=attempt_deadline(call, settings))
+        return await budget.aacquire(deadline=attempt_deadline(call, settings), counts_for=_counts_for(call, settings))
     except BudgetTimeout:
         raise _budget_timeout(call) from None
+
+
+def _counts_for(call: Call, settings: LumaSettings) -> float:
+    """How long the budget counts ``call`` while unanswered: a held poll briefly, any other for its whole attempt."""
+    return ARRIVAL if call.held else max(ARRIVAL, settings.timeout)
 
 
 def _budget_timeout(call: Call) -> LumaConnectionError:

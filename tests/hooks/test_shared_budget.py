@@ -65,12 +65,12 @@ class PlainTwin:
     def __init__(self, rate: float, burst: int) -> None:
         self.schedule = CallSchedule(rate, burst)
 
-    def join(self, now: float) -> tuple[int, float | None]:
+    def join(self, now: float, counts_for: float) -> tuple[int, float | None]:
         ticket, at = self.schedule.reserve(now)
-        return ticket, (self.schedule.start(ticket, now) if at <= now else at)
+        return ticket, (self.schedule.start(ticket, now, counts_for) if at <= now else at)
 
-    def ask(self, ticket: int, now: float) -> float | None:
-        return self.schedule.start(ticket, now)
+    def ask(self, ticket: int, now: float, counts_for: float) -> float | None:
+        return self.schedule.start(ticket, now, counts_for)
 
     def finish(self, ticket: int, started: float, now: float, status: int | None, retry_after: float | None):
         assert self.schedule.finished(ticket, now)
@@ -93,18 +93,18 @@ class LuaTwin:
         limit = CallSchedule(rate, burst).limit
         # No stale tickets here: CallSchedule's waiters never vanish.
         interval = 1.0 / rate
-        limits = (limit, interval, burst * interval, WINDOW, ARRIVAL, 1e9, TTL, FIRST_PAUSE, MAX_PAUSE)
+        limits = (limit, interval, burst * interval, WINDOW, 1e9, TTL, FIRST_PAUSE, MAX_PAUSE)
         self.limits = [repr(value) for value in limits]
 
     def _call(self, op: str, now: float, *args) -> list:
         return self.script(keys=self.keys, args=[op, *self.limits, repr(now), *args])
 
-    def join(self, now: float) -> tuple[int, float | None]:
-        code, ticket, value = self._call("acquire", now)
+    def join(self, now: float, counts_for: float) -> tuple[int, float | None]:
+        code, ticket, value = self._call("acquire", now, repr(counts_for))
         return int(ticket), (now + float(value) if int(code) == 1 else None)
 
-    def ask(self, ticket: int, now: float) -> float | None:
-        code, again_ticket, value = self._call("start", now, ticket)
+    def ask(self, ticket: int, now: float, counts_for: float) -> float | None:
+        code, again_ticket, value = self._call("start", now, ticket, repr(counts_for))
         assert int(again_ticket) == ticket
         return now + float(value) if int(code) == 1 else None
 
@@ -127,6 +127,7 @@ class Waiter:
     retry_after: float | None
     lateness: float  # how late the waiter wakes after the time it was told
     give_up_at: float | None  # cancelled then if not started
+    counts_for: float = ARRIVAL  # ARRIVAL: a long poll the API holds; longer: a call answered at once
 
 
 def twin_run(rate: float, burst: int, waiters: list[Waiter], lua: LuaTwin) -> list[tuple]:
@@ -143,11 +144,12 @@ def twin_run(rate: float, burst: int, waiters: list[Waiter], lua: LuaTwin) -> li
         w = waiters[i]
         if kind in ("join", "ask"):
             if kind == "join":
-                ticket, again = plain.join(now)
-                lua_ticket, lua_again = lua.join(now)
+                ticket, again = plain.join(now, w.counts_for)
+                lua_ticket, lua_again = lua.join(now, w.counts_for)
                 tickets[i] = (ticket, lua_ticket)
             else:
-                again, lua_again = plain.ask(tickets[i][0], now), lua.ask(tickets[i][1], now)
+                again = plain.ask(tickets[i][0], now, w.counts_for)
+                lua_again = lua.ask(tickets[i][1], now, w.counts_for)
             assert (again is None) == (lua_again is None), (kind, i, now, again, lua_again)
             if again is not None:
                 assert lua_again == pytest.approx(again, abs=1e-6), (kind, i, now)
@@ -184,6 +186,7 @@ waiters = st.builds(
     retry_after=st.one_of(st.none(), st.floats(0, 4)),
     lateness=st.floats(0, 0.3),
     give_up_at=st.one_of(st.none(), st.floats(0, 6)),
+    counts_for=st.sampled_from([ARRIVAL, 2.0, 30.0]),
 )
 
 
@@ -206,6 +209,7 @@ def test_the_twins_agree_on_bursts_late_wakers_pauses_and_cancels(redis_server):
     calls += [Waiter(0.65, 0.6, 429, 0.0, 0.0, None)]  # a shorter Retry-After does not cut the pause
     calls += [Waiter(12.0, 0.1, 429, None, 0.0, None), Waiter(12.0, 0.3, 200, None, 0.0, None)]
     calls += [Waiter(0.7, None, None, None, 0.1, 1.5) for _ in range(5)]
+    calls += [Waiter(0.8, 1.2, 200, None, 0.0, None, counts_for=30.0) for _ in range(8)]  # answered at once, late
     decisions = twin_run(10.0, 5, calls, LuaTwin(client_of(redis_server), 10.0, 5))
     assert {kind for kind, *_ in decisions} == {"start", "finish", "cancel"}
     pauses = [pause for kind, _, pause in decisions if kind == "finish" and pause is not None]
