@@ -33,6 +33,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from tests.support.deployment import AirflowDeployment, DeploymentError
@@ -194,8 +195,11 @@ def run_failover(
         orphans = [tid for tid, h in holders.items() if h == jobs[victim]]
         rows = dep.trigger_rows_seen()
         orphan_generations = {tid: _UUID.findall(rows.get(tid, "")) for tid in orphans}
+        beats = dep.query("SELECT latest_heartbeat FROM job WHERE id = ?", (jobs[victim],))
         killed_at = time.time()
         dep.kill_triggerer(victim)
+        # A loaded machine may have delayed the victim's last heartbeat: the health check counts from that beat.
+        last_beat = _timestamp(beats[0][0]) if beats and beats[0][0] is not None else killed_at
 
         def taken_over() -> bool:
             history = dep.trigger_holders()
@@ -282,6 +286,7 @@ def run_failover(
             "recovery_wait_s": recovered_at - killed_at,
             "ports_known": len(ports.owner),
             "killed_at": killed_at,
+            "victim_heartbeat_age_s": max(0.0, killed_at - last_beat),
             "moves_before_kill": moves_before_kill,
             # Heartbeats later than the threshold during the run (a cause of moves: tests/support/warmup.py).
             "stalls": {k: v[len(stalls_before.get(k, [])) :] for k, v in heartbeat_stalls(dep).items()},
@@ -382,3 +387,12 @@ def _wait(condition: Any, timeout: float, dep: AirflowDeployment, what: Any) -> 
         time.sleep(0.5)
     text = what() if callable(what) else what
     raise DeploymentError(f"{text}: not within {timeout:.0f} s.\n{dep.logs_tail()}")
+
+
+def _timestamp(value: Any) -> float:
+    """UNIX time of a ``job.latest_heartbeat`` as the metadata database returns it (a datetime, or text on SQLite)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return float(value.timestamp())

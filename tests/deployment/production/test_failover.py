@@ -71,8 +71,13 @@ def test_the_survivor_takes_every_orphaned_wait(failover) -> None:
     assert failover.orphans == held[failover.victim] >= failover.n / 2
     assert failover.orphans_not_recovered == 0
     assert len(failover.reassigned_s) == len(failover.first_poll_s) == failover.orphans
-    # Not before the victim's heartbeat is older than the threshold: the takeover is Airflow's health check.
-    assert min(failover.reassigned_s) > failover.threshold - 2 * failover.heartbeat - 1, failover.reassigned_s
+    # Not before the victim's last heartbeat is older than the threshold: the takeover is Airflow's health check
+    # (counted from that beat, which a loaded machine may have sent late: 6.9 s after the kill was seen so).
+    age = failover.extra["victim_heartbeat_age_s"]
+    assert min(failover.reassigned_s) + age > failover.threshold - 2 * failover.heartbeat - 1, (
+        failover.reassigned_s,
+        age,
+    )
 
 
 def test_no_wait_is_polled_by_two_live_triggerers(failover) -> None:
