@@ -267,8 +267,9 @@ def connection_error(
         )
     if _plain_http_answer(error):
         return LumaConfigurationError(
-            f"{host} answered the TLS handshake in plain HTTP while {what}: https to a server that speaks plain "
-            f"http: use http:// in the host (allowed for loopback, else with the extra allow_insecure_http). "
+            f"{host} answered the TLS handshake in plain HTTP while {what}. The server speaks plain http, not "
+            f"https: write the host as http://host:port (allowed for loopback, else with the extra "
+            f"allow_insecure_http). "
             f"{NOT_CREATED_HINT}"
         )
     never = not sent if sent is not None else _never_connected(error)

@@ -76,7 +76,7 @@ def test_https_to_a_plain_http_server_fails_at_once_with_the_fix(monkeypatch, pa
     with RawServer(lambda _: OK) as server:
         use(monkeypatch, server.url.replace("http://", "https://"))
         started = time.monotonic()
-        with pytest.raises(LumaConfigurationError, match="use http://") as raised:
+        with pytest.raises(LumaConfigurationError, match="write the host as http://") as raised:
             create(path)
         assert time.monotonic() - started < AT_ONCE
         assert server.connections == 1  # no retry
@@ -92,7 +92,7 @@ def test_the_test_button_against_a_plain_http_server_answers_at_once_with_the_fi
         assert time.monotonic() - started < AT_ONCE
         assert server.connections <= 2  # one handshake per endpoint family at most, never retried
     assert not ok
-    assert "use http://" in message
+    assert "write the host as http://" in message
 
 
 @pytest.mark.parametrize("path", ["sync", "async"])
