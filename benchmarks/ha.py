@@ -1,229 +1,132 @@
 """
-Two triggerers share the waits; one is SIGKILLed mid-wait (issue 12 item 4).
+Two triggerers share the waits; the one holding more is SIGKILLed mid-wait (issue 12 item 4, issue 20 item 2).
 
-A real deployment (``tests/support/deployment.py``, SQLite, LocalExecutor) runs a second triggerer
-(``airflow triggerer --skip-serve-logs``: two on one host cannot share the log-server port; the
-first one's port is a free one) with ``[triggerer] triggerer_health_check_threshold`` lowered to
-``THRESHOLD`` seconds (default 30) and heartbeats every second. One DAG run holds N deferred tasks:
-N/2 ``LumaGenerationSensor``s on generations the benchmark created and N/2
-``LumaGenerateVideoOperator``s that create their own generation and wait for it in the triggerer. Once
-every task is deferred, the triggerer holding more triggers is SIGKILLed (its whole process group).
+Run twice, on the same scenario (``tests/support/failover.py``, which the deployment test
+``tests/deployment/production/test_failover.py`` runs too):
 
-Measured: every task's end state; creates per prompt in the simulator's log (0 duplicates wanted);
-the recovery time of each orphaned trigger, from the kill to (a) the trigger row pointing at the
-survivor and (b) the survivor's first poll of that generation (the simulator's log); and duplicate
-polls: two polls of one generation held at the same time (on SQLite, row locks lock nothing, so both
-triggerers may briefly run one trigger). Target: recovery within the threshold plus two triggerer
-loops (one loop: about a second).
+* **PostgreSQL** (what Airflow supports for several triggerers): the production-shaped harness
+  (``tests/support/production.py``: PostgreSQL, Redis, CeleryExecutor, two triggerers);
+* **SQLite** (not supported by Airflow with more than one triggerer: trigger assignment's
+  ``SELECT … FOR UPDATE SKIP LOCKED`` compiles to nothing on SQLite), kept beside it: the SQLite
+  harness (LocalExecutor) with a second triggerer.
+
+Both: ``[triggerer] triggerer_health_check_threshold`` = ``THRESHOLD`` (default 30), heartbeats every
+second, ``max_trigger_to_select_per_loop`` 10 (both triggerers take triggers; orphans go over in a loop
+or two), the simulator with the service's real 30 s hold, no time compression, every triggerer warmed
+first (``tests/support/warmup.py``: a cold triggerer's first DB connection lookup pauses its heartbeat).
+N tasks: two thirds deferred sensors, one third generate operators waiting in the triggerer; the
+generations complete once the survivor has taken every orphaned wait. Measured: see
+``tests/support/failover.py``.
 """
 
 from __future__ import annotations
 
-import itertools
-import re
-import threading
 import time
 from typing import Any
 
-from benchmarks.common import REAL_HOLD, SimulatorProcess, import_harness, table, wait_key
+from benchmarks.common import REAL_HOLD, SimulatorProcess, fmt, import_harness, table
 
-DAG_ID = "bench_two_triggerers"
-THRESHOLD = 10.0  # [triggerer] triggerer_health_check_threshold, seconds (Airflow's default: 30)
-LOOP_SECONDS = 1.0  # one triggerer loop (heartbeat and trigger assignment), with job_heartbeat_sec = 1
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-DAG_SOURCE = """
-from __future__ import annotations
-
-import pendulum
-from airflow.sdk import dag
-
-from airflow_provider_luma.operators.luma import LumaGenerateVideoOperator
-from airflow_provider_luma.sensors.luma import LumaGenerationSensor
+THRESHOLD = 10  # [triggerer] triggerer_health_check_threshold, seconds (Airflow's default: 30); getint: whole
+HEARTBEAT = 1.0  # [triggerer] job_heartbeat_sec
+#: [triggerer] max_trigger_to_select_per_loop (default 50): low enough that both triggerers take some of the
+#: deferring waits, high enough that the survivor takes the orphans in a loop or two (it claims this many a loop).
+SELECT_PER_LOOP = 10
+BACKENDS = ("PostgreSQL", "SQLite")
 
 
-@dag(dag_id="{dag_id}", schedule=None, start_date=pendulum.datetime(2024, 1, 1, tz="UTC"), catchup=False,
-     max_active_tasks=10000)
-def bench_two_triggerers():
-    for i in range({sensors}):
-        LumaGenerationSensor(task_id=f"wait_{{i}}", generation_id="{{{{ dag_run.conf['ids'][%d] }}}}" % i,
-                             timeout=1800)
-    for i in range({generates}):
-        LumaGenerateVideoOperator(task_id=f"generate_{{i}}", prompt=f"ha generate {{i}} [ha-gen]", aspect_ratio="16:9")
+def _settings(sim: SimulatorProcess) -> dict[str, str]:
+    return {
+        "AIRFLOW_CONN_LUMA_DEFAULT": sim.connection(),
+        "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": str(THRESHOLD),
+        "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": str(HEARTBEAT),
+        "AIRFLOW__TRIGGERER__MAX_TRIGGER_TO_SELECT_PER_LOOP": str(SELECT_PER_LOOP),
+        "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "10000",
+    }
 
 
-bench_two_triggerers()
-"""
+def measure_one(backend: str, n: int) -> dict[str, Any]:
+    """The failover scenario on ``backend`` ("PostgreSQL" or "SQLite"); the result's ``as_dict()`` plus a row."""
+    harness = import_harness()
+    from tests.support.failover import add_triggerer, run_failover
+    from tests.support.production import production_deployment
+    from tests.support.warmup import warm_up_triggerers
 
-
-class TriggerWatch(threading.Thread):
-    """Samples the trigger table: which triggerer job holds each trigger, and what it waits for."""
-
-    def __init__(self, dep: Any, period: float = 0.2) -> None:
-        super().__init__(name="trigger-watch", daemon=True)
-        self.dep = dep
-        self.period = period
-        self.stop_event = threading.Event()
-        self.history: dict[int, list[tuple[float, Any]]] = {}  # trigger id -> [(time, triggerer_id)]
-        self.generations: dict[int, list[str]] = {}
-
-    def run(self) -> None:
-        while not self.stop_event.wait(self.period):
-            try:
-                rows = self.dep.query("SELECT id, triggerer_id, kwargs FROM trigger")
-            except Exception:
-                continue
-            now = time.time()
-            for trigger_id, triggerer_id, kwargs in rows:
-                seen = self.history.setdefault(trigger_id, [])
-                if not seen or seen[-1][1] != triggerer_id:
-                    seen.append((now, triggerer_id))
-                if trigger_id not in self.generations:
-                    text = kwargs.decode(errors="replace") if isinstance(kwargs, bytes) else str(kwargs)
-                    self.generations[trigger_id] = _UUID.findall(text)
-
-    def holder_at(self, trigger_id: int, when: float) -> Any:
-        holder = None
-        for t, triggerer_id in self.history.get(trigger_id, []):
-            if t <= when:
-                holder = triggerer_id
-        return holder
-
-
-def _running_triggerer_jobs(dep: Any) -> list[int]:
-    rows = dep.query("SELECT id FROM job WHERE job_type = 'TriggererJob' AND state = 'running' ORDER BY id")
-    return [r[0] for r in rows]
+    sensors = max(1, n * 2 // 3)
+    generates = max(1, n - sensors)
+    sim = SimulatorProcess(REAL_HOLD, cpu=None)
+    started = time.monotonic()
+    try:
+        env = _settings(sim)
+        context = production_deployment(env) if backend == "PostgreSQL" else harness.deployment(extra_env=env)
+        with context as dep:
+            if backend == "SQLite":
+                add_triggerer(dep, "triggerer-2")
+            warm = warm_up_triggerers(dep, sim)
+            dep.add_connection("luma_failover", sim.connection())
+            result = run_failover(
+                dep,
+                sim,
+                sensors=sensors,
+                generates=generates,
+                conn_id="luma_failover",
+                threshold=THRESHOLD,
+                heartbeat=HEARTBEAT,
+                poll_interval=5.0,  # min_poll_interval's default: the connection sets none
+            )
+    finally:
+        sim.stop()
+    out = result.as_dict()
+    out["warm_up"] = warm
+    out["backend"] = backend
+    out["total_s"] = time.monotonic() - started
+    out["row"] = {
+        "database": backend + ("" if backend == "PostgreSQL" else " (unsupported by Airflow)"),
+        "N": n,
+        "held (A/B)": "/".join(str(v) for v in result.held_at_kill.values()),
+        "orphaned": result.orphans,
+        "reassigned max s": max(result.reassigned_s or [float("nan")]),
+        "bound s": result.reassign_bound,
+        "first poll max s": max(result.first_poll_s or [float("nan")]),
+        "bound + poll s": result.first_poll_bound,
+        "ended right": f"{result.ended_right}/{result.n}",
+        "duplicate creates": result.duplicate_creates,
+        "dup. held polls (live)": result.duplicate_held_polls,
+        "overlaps in log": result.overlaps_in_log,
+        "moves before kill": result.extra["moves_before_kill"],
+    }
+    return out
 
 
 def measure_two_triggerers(n: int, quick: bool = False) -> dict[str, Any]:
-    harness = import_harness()
-    n = max(2, n)
-    sensors, generates = n - n // 2, n // 2
-    length = 50.0 if quick else 90.0  # seconds from creation to completion: long enough to defer them all
-    sim = SimulatorProcess(REAL_HOLD, cpu=None)
-    env = {
-        "AIRFLOW_CONN_LUMA_DEFAULT": sim.connection(),
-        "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": str(THRESHOLD),
-        "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "10000",
-        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(harness.free_port()),
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(harness.free_port()),
-    }
+    """Both backends, one after the other (a failure of one keeps the other's figures). ``quick`` changes nothing:
+    the scenario's length does not grow with ``n`` (``--quick`` already makes ``n`` 6)."""
     started = time.monotonic()
-    result: dict[str, Any] = {"n": n, "threshold": THRESHOLD}
-    try:
-        with harness.deployment(extra_env=env) as dep:
-            first = _running_triggerer_jobs(dep)
-            dep.start_component("triggerer-2", ("triggerer", "--skip-serve-logs"))
-            deadline = time.monotonic() + 90
-            while len(_running_triggerer_jobs(dep)) < len(first) + 1:
-                dep.check_alive(("scheduler", "triggerer", "triggerer-2"))
-                if time.monotonic() > deadline:
-                    raise harness.DeploymentError("the second triggerer never heartbeat\n" + dep.logs_tail())
-                time.sleep(0.5)
-            jobs = {"triggerer": max(first), "triggerer-2": max(_running_triggerer_jobs(dep))}
-            dep.add_dag(DAG_SOURCE.format(dag_id=DAG_ID, sensors=sensors, generates=generates), f"{DAG_ID}.py")
-            sim.script("[ha-gen]", length)
-            sim.script("[ha-wait]", length)
-            ids = [sim.create(f"ha wait {i} [ha-wait]")["id"] for i in range(sensors)]
-            watch = TriggerWatch(dep)
-            watch.start()
-            run_id = dep.trigger(DAG_ID, conf={"ids": ids})
-            # Kill once every task is deferred (or, at the latest, 15 s before the generations complete).
-            kill_by = time.monotonic() + length - 15
-            while time.monotonic() < kill_by:
-                states = dep.task_states(DAG_ID, run_id)
-                if len(states) == n and all(s == "deferred" for s in states.values()):
-                    time.sleep(2)  # let both triggerers pick their triggers up
-                    break
-                time.sleep(0.5)
-            held: dict[str, int] = {name: 0 for name in jobs}
-            now = time.time()
-            for trigger_id in watch.history:
-                holder = watch.holder_at(trigger_id, now)
-                for name, job_id in jobs.items():
-                    if holder == job_id:
-                        held[name] += 1
-            victim = max(held, key=lambda name: held[name])
-            survivor = next(name for name in jobs if name != victim)
-            orphans = [t for t in watch.history if watch.holder_at(t, now) == jobs[victim]]
-            deferred_at_kill = sum(1 for s in dep.task_states(DAG_ID, run_id).values() if s == "deferred")
-            killed_at = time.time()
-            dep.kill_component(victim)
-            # A dead component fails the harness's liveness checks: it is gone for good, forget it.
-            dep.components.pop(victim)
-            state = dep.wait_for_run(DAG_ID, run_id, timeout=length + 600)
-            time.sleep(1)
-            watch.stop_event.set()
-            watch.join()
-            tasks = dep.task_states(DAG_ID, run_id)
-            log = sim.requests_log()
-    finally:
-        sim.stop()
-
-    creates: dict[str, int] = {}
-    for entry in log:
-        if entry["endpoint"] == "create":
-            prompt = (entry.get("json") or {}).get("prompt", "")
-            creates[prompt] = creates.get(prompt, 0) + 1
-    polls: dict[str, list[dict[str, Any]]] = {}
-    for entry in log:
-        key = wait_key(entry)
-        if key and entry["endpoint"] in ("get", "list"):
-            polls.setdefault(key, []).append(entry)
-    duplicates = 0
-    for entries in polls.values():
-        entries.sort(key=lambda e: e["time"])
-        for a, b in itertools.pairwise(entries):
-            if b["time"] < a["time"] + a["elapsed"] - 0.05:
-                duplicates += 1
-    reassigned, resumed = [], []
-    for trigger_id in orphans:
-        moved = [t for t, holder in watch.history.get(trigger_id, []) if t > killed_at and holder == jobs[survivor]]
-        if moved:
-            reassigned.append(moved[0] - killed_at)
-        for generation_id in watch.generations.get(trigger_id, []):
-            after = [e["time"] for e in polls.get(generation_id, []) if e["time"] > killed_at]
-            if after:
-                resumed.append(min(after) - killed_at)
-    bound = THRESHOLD + 2 * LOOP_SECONDS
-    ok = sum(1 for s in tasks.values() if s == "success")
-    result.update(
-        {
-            "run_state": state,
-            "tasks_ok": ok,
-            "tasks": len(tasks),
-            "deferred_at_kill": deferred_at_kill,
-            "held_at_kill": held,
-            "victim": victim,
-            "orphans": len(orphans),
-            "reassigned_s": reassigned,
-            "resumed_s": resumed,
-            "duplicate_creates": sum(c - 1 for c in creates.values() if c > 1),
-            "creates": len(creates),
-            "duplicate_polls": duplicates,
-            "bound_s": bound,
-            "seconds": time.monotonic() - started,
-        }
+    out: dict[str, Any] = {"n": n, "threshold": THRESHOLD, "heartbeat": HEARTBEAT, "backends": {}}
+    for backend in BACKENDS:
+        try:
+            out["backends"][backend] = measure_one(backend, n)
+        except Exception as error:
+            out["backends"][backend] = {"error": f"{type(error).__name__}: {str(error)[:6000]}"}
+    rows = [b["row"] for b in out["backends"].values() if "row" in b]
+    errors = [f"{name}: {b['error']}" for name, b in out["backends"].items() if "error" in b]
+    out["seconds"] = time.monotonic() - started
+    notes = []
+    for name, b in out["backends"].items():
+        if "row" in b:
+            stalls = {k: v for k, v in b["warm_up"]["stalls"].items() if v}
+            notes.append(
+                f"{name}: warm-up {fmt(b['warm_up']['seconds'])} s ({b['warm_up']['runs']} run(s)); heartbeat "
+                f"pauses it logged: {stalls or 'none'}; during the measured run: "
+                f"{ {k: v for k, v in b['extra']['stalls'].items() if v} or 'none' }."
+            )
+    out["markdown"] = (
+        f"`[triggerer] triggerer_health_check_threshold` = {THRESHOLD} s (default 30), `job_heartbeat_sec` "
+        f"{HEARTBEAT:g} s, `max_trigger_to_select_per_loop` {SELECT_PER_LOOP}; two triggerers (`--skip-serve-logs`); "
+        f"{max(1, n * 2 // 3)} sensors + {max(1, n - max(1, n * 2 // 3))} generate operators; real 30 s holds; "
+        "the triggerer holding more triggers SIGKILLed once every task was deferred and polled; generations "
+        f"completed once the survivor had taken every orphaned wait. Took {out['seconds']:.0f} s.\n\n"
+        + (table(rows, list(rows[0])) if rows else "")
+        + ("\n\n" + "\n".join(f"* {note}" for note in notes) if notes else "")
+        + ("\n\nFailed: " + "; ".join(errors) if errors else "")
     )
-    row = {
-        "N": n,
-        "deferred at kill": deferred_at_kill,
-        "held (A/B)": "/".join(str(held[k]) for k in jobs),
-        "killed": victim,
-        "orphaned": len(orphans),
-        "reassigned max s": max(reassigned) if reassigned else float("nan"),
-        "first poll after kill max s": max(resumed) if resumed else float("nan"),
-        "bound s": bound,
-        "ended right": f"{ok}/{len(tasks)}",
-        "duplicate creates": result["duplicate_creates"],
-        "duplicate polls": duplicates,
-    }
-    result["row"] = row
-    result["markdown"] = (
-        f"SQLite, LocalExecutor, two triggerers on one host (the second with `--skip-serve-logs`), "
-        f"`[triggerer] triggerer_health_check_threshold` = {THRESHOLD:g} s (default 30), heartbeats every 1 s; "
-        f"{sensors} sensors + {generates} generate operators, generations completing {length:g} s after creation; "
-        f"the triggerer holding more triggers SIGKILLed once all were deferred. Took {result['seconds']:.0f} s.\n\n"
-        + table([row], list(row))
-    )
-    return result
+    return out

@@ -11,7 +11,7 @@ Parts (each can be skipped; each part's failure is reported without losing the o
 2. Worker-slot seconds of the sensor's modes in a real Airflow 3 (:mod:`benchmarks.deployment`).
 3. A real triggerer, no time compression (:mod:`benchmarks.triggerer`): N deferred sensors vs N
    deferrable ``HttpSensor``s, API calls, triggerer CPU/RSS, slot seconds, end-to-end latency.
-4. Two triggerers, one SIGKILLed mid-wait (:mod:`benchmarks.ha`).
+4. Two triggerers, one SIGKILLed mid-wait, on PostgreSQL and on SQLite (:mod:`benchmarks.ha`).
 5. A virtual-time model of 100,000 waits across K triggerers (:mod:`benchmarks.model`), checked
    against part 3.
 
@@ -392,7 +392,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-triggerer", action="store_true", help="skip the real-triggerer part (item 3)")
     p.add_argument("--triggerer-n", type=int, default=60, help="waits per variant in the real-triggerer part")
     p.add_argument("--no-ha", action="store_true", help="skip the two-triggerers part (item 4)")
-    p.add_argument("--ha-n", type=int, default=40, help="deferred tasks in the two-triggerers part")
+    p.add_argument("--ha-n", type=int, default=36, help="deferred tasks in the two-triggerers part (each database)")
     p.add_argument("--no-model", action="store_true", help="skip the virtual-time model (item 5)")
     p.add_argument("--model-waits", type=int, default=100_000, help="waits in the virtual-time model")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")

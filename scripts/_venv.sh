@@ -17,6 +17,12 @@ pins=()
 case "$AIRFLOW_VERSION" in
   3.0.*) pins=("cadwyn>=5.2.1,<5.5" "fastapi>=0.115,<0.117" "universal-pathlib>=0.2.2,<0.3") ;;
 esac
+# The production-shaped deployment tests (PostgreSQL, Redis, Celery) run on the newest Airflow line only (3.3+):
+# their packages are installed, and locked, there alone.
+extras=test,dev
+case "$AIRFLOW_VERSION" in
+  3.[3-9].* | 3.[1-9][0-9].*) extras=test,dev,test-stack ;;
+esac
 constraints=()
 if [ -n "${LUMA_UNLOCKED:-}" ]; then
   lock_hash=unlocked
@@ -31,7 +37,7 @@ else
   lock_hash=none
 fi
 # Whatever decides the installed set is in the stamp: a change to any of them rebuilds the venv from scratch.
-want="$AIRFLOW_VERSION pyproject=$(sha1sum < "$ROOT/pyproject.toml" | cut -c1-12) lock=$lock_hash pins=${pins[*]+${pins[*]}} python=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+want="$AIRFLOW_VERSION extras=$extras pyproject=$(sha1sum < "$ROOT/pyproject.toml" | cut -c1-12) lock=$lock_hash pins=${pins[*]+${pins[*]}} python=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
   if [ -e "$VENV" ]; then
     echo "Rebuilding $VENV (its stamp differs from: $want)..." >&2
@@ -41,7 +47,7 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
   "$PYTHON" -m venv "$VENV"
   echo "Installing the provider with Airflow $AIRFLOW_VERSION into $VENV..." >&2
   "$VENV/bin/python" -m pip install -q --upgrade ${constraints[@]+"${constraints[@]}"} pip >&2
-  "$VENV/bin/python" -m pip install -q ${constraints[@]+"${constraints[@]}"} -e "$ROOT[test,dev]" \
+  "$VENV/bin/python" -m pip install -q ${constraints[@]+"${constraints[@]}"} -e "$ROOT[$extras]" \
     "apache-airflow==$AIRFLOW_VERSION" ${pins[@]+"${pins[@]}"} >&2
   echo "$want" > "$STAMP"
 fi

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -11,6 +13,7 @@ from pathlib import Path
 
 # Before anything imports Airflow: a throw-away home with a SQLite DB and no example DAGs.
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="luma-tests-airflow-home-"))
+atexit.register(shutil.rmtree, AIRFLOW_HOME, ignore_errors=True)  # every run made one and left it behind
 (AIRFLOW_HOME / "dags").mkdir()
 os.environ["AIRFLOW_HOME"] = str(AIRFLOW_HOME)
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(AIRFLOW_HOME / "dags")
@@ -25,7 +28,12 @@ from hypothesis import settings  # noqa: E402
 
 from airflow_provider_luma.hooks.endpoints import forget_learned_behaviour  # noqa: E402
 from airflow_provider_luma.testing import LumaSimulator  # noqa: E402
-from tests.support.connection import SENTINEL_KEY, connection_json  # noqa: E402
+from tests.support.connection import (  # noqa: E402
+    DEPLOYMENT_TIMELINES,
+    SENTINEL_KEY,
+    connection_json,
+    running_simulator,
+)
 from tests.support.logs import OutputTee, find_leaks  # noqa: E402
 from tests.support.relay import Relay, relay_connection  # noqa: E402
 
@@ -115,9 +123,5 @@ def relay_fixture(simulator: LumaSimulator, monkeypatch: pytest.MonkeyPatch) -> 
 @pytest.fixture(scope="module")
 def deployment_simulator() -> Iterator[LumaSimulator]:
     """The simulator the deployment talks to: sentinel key, holds 2 s, queued 2 s, dreaming 4 s."""
-    sim = LumaSimulator(api_key=SENTINEL_KEY, hold_seconds=2.0, queued_seconds=2.0, dreaming_seconds=4.0)
-    sim.start()
-    try:
+    with running_simulator(**DEPLOYMENT_TIMELINES) as sim:
         yield sim
-    finally:
-        sim.stop()

@@ -246,7 +246,7 @@ def _acquire(budget: CallBudget | None, call: Call, settings: LumaSettings) -> S
     if budget is None:
         return None
     try:
-        return budget.acquire(deadline=attempt_deadline(call, settings), counts_for=_counts_for(call, settings))
+        return budget.acquire(deadline=_queue_deadline(call, settings), counts_for=_counts_for(call, settings))
     except BudgetTimeout:
         raise _budget_timeout(call) from None
 
@@ -256,9 +256,19 @@ async def _aacquire(budget: CallBudget | None, call: Call, settings: LumaSetting
     if budget is None:
         return None
     try:
-        return await budget.aacquire(deadline=attempt_deadline(call, settings), counts_for=_counts_for(call, settings))
+        return await budget.aacquire(deadline=_queue_deadline(call, settings), counts_for=_counts_for(call, settings))
     except BudgetTimeout:
         raise _budget_timeout(call) from None
+
+
+def _queue_deadline(call: Call, settings: LumaSettings) -> float:
+    """
+    How long ``call`` may queue for the budget: until the wait's deadline, else ``timeout``. Not one
+    attempt's ``timeout`` for a wait's call: with more waits than the budget serves in ``timeout``,
+    every call would leave the queue unserved, each leaving its planned place empty, and no wait
+    would ever poll again (seen: 120 waits on a budget of 5 calls/s and a 10 s ``timeout``).
+    """
+    return call.deadline if call.deadline is not None else time.time() + settings.timeout
 
 
 def _counts_for(call: Call, settings: LumaSettings) -> float:

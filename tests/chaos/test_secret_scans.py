@@ -82,6 +82,19 @@ def test_a_key_in_an_xcom_row_or_a_trigger_row_is_found(planted_db):
     assert find_leaks({"database": text}) == {}
 
 
+def test_a_key_in_a_connections_extra_is_found_but_not_its_password(tmp_path):
+    # Stored connections (the production-shaped tests add some): the password is the key's place; the rest is not.
+    path = tmp_path / "airflow.db"
+    columns = "conn_id, conn_type, description, host, schema, login, port, extra"
+    with sqlite3.connect(path) as db:
+        db.execute(f"CREATE TABLE connection ({columns}, password TEXT)")
+        db.execute("INSERT INTO connection VALUES ('ok', 'luma', '', 'h', '', '', 0, '{}', ?)", (PLANTED,))
+        extra = json.dumps({"k": PLANTED})
+        db.execute("INSERT INTO connection VALUES ('bad', 'luma', '', 'h', '', '', 0, ?, 'x')", (extra,))
+    (found,) = find_leaks({"database": db_dump_text(path)}, secret=PLANTED).values()
+    assert [line.split(" | ")[0] for line in found] == ["connection: bad"]
+
+
 def test_a_key_in_a_trigger_row_seen_only_by_the_sampler_is_found(tmp_path):
     # The trigger row is deleted when its task resumes; the sampler's copy is scanned instead.
     sampled = {7: f"airflow_provider_luma.triggers.luma.LumaGenerationTrigger | {{'api_key': '{PLANTED}'}}"}

@@ -120,3 +120,11 @@ def test_api_key_leaks_nowhere(airflow_deployment: AirflowDeployment, runs: Runs
 
     leaks = find_leaks({"task logs": task_logs, "database": db_text, **component_logs})
     assert not leaks, f"the API key leaked: {leaks}"
+
+
+def test_nothing_listens_beyond_loopback(airflow_deployment: AirflowDeployment) -> None:
+    # The scheduler's and triggerer's log servers would bind every interface: the harness skips them.
+    listening = airflow_deployment.listening_addresses()
+    assert listening["api-server"] == {("127.0.0.1", airflow_deployment.port)}
+    wide = {name: addrs for name, addrs in listening.items() if any(ip != "127.0.0.1" for ip, _ in addrs)}
+    assert not wide, f"bound beyond 127.0.0.1: {wide}"

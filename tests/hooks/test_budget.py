@@ -242,6 +242,22 @@ def test_200_universal_waits_in_one_loop_stay_within_the_budget(simulator, monke
     assert polled == {generation["id"] for generation in generations}
 
 
+def test_more_waits_than_the_budget_serves_within_a_timeout_all_end(simulator, monkeypatch):
+    # 40 waits asking 20 calls/s of a budget of 4, with a 3 s timeout: a wait's poll queues for ~10 s.
+    # Bounded by one attempt's timeout, every poll left the queue unserved (its planned place kept
+    # empty), so no wait polled again; queued until the wait's deadline, each gets its turn.
+    simulator.script("crowded", queued_seconds=0.2, dreaming_seconds=3.0)
+    generations = create_universal(simulator, monkeypatch, 40, "crowded")
+    use_budget(simulator, monkeypatch, rate=4, burst=0, timeout=3)
+    started = time.time()
+
+    events = asyncio.run(run_triggers(generations, timeout=90))
+
+    assert [event["status"] for event in events] == ["success"] * 40
+    polls = [entry["time"] for entry in simulator.requests("video_get") if entry["time"] >= started]
+    assert busiest_second(polls) <= 4
+
+
 def test_many_concurrent_waits_each_get_calls_in_turn(simulator, monkeypatch):
     generations, events, polls = budgeted_waits(simulator, monkeypatch, 30, rate=10, burst=0, dreaming=0.2)
 

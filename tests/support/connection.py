@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
+from typing import Any
 
 from airflow_provider_luma.testing import LumaSimulator
 
@@ -18,3 +21,18 @@ def connection_json(sim: LumaSimulator, **extras) -> str:
     hold = {"long_poll_hold": sim.hold_seconds} if hasattr(sim, "hold_seconds") else {}
     extra = {**FAST_EXTRAS, **hold, **extras}
     return json.dumps({"conn_type": "luma", "host": sim.base_url, "password": sim.api_key, "extra": extra})
+
+
+#: The timelines of the simulator a real deployment talks to: holds 2 s, queued 2 s, dreaming 4 s.
+DEPLOYMENT_TIMELINES = {"hold_seconds": 2.0, "queued_seconds": 2.0, "dreaming_seconds": 4.0}
+
+
+@contextlib.contextmanager
+def running_simulator(**options: Any) -> Iterator[LumaSimulator]:
+    """A started simulator with the sentinel key and ``options``; stopped on exit."""
+    sim = LumaSimulator(api_key=SENTINEL_KEY, **options)
+    sim.start()
+    try:
+        yield sim
+    finally:
+        sim.stop()

@@ -1,17 +1,16 @@
-"""A real Airflow 3 deployment on loopback, for tests: scheduler, triggerer, DAG processor, API server.
+"""A real Airflow 3 deployment on loopback, for tests: scheduler, triggerer(s), DAG processor, API server.
+
+Two shapes share this class. :func:`deployment` is the quick one: SQLite and the LocalExecutor in a
+temporary ``AIRFLOW_HOME``. :func:`tests.support.production.production_deployment` is the production
+shape: PostgreSQL, Redis, the CeleryExecutor with a Celery worker, and several triggerers.
 
 Each component is its own process (own process group, output in ``$AIRFLOW_HOME/<name>.log``), so a
-test can SIGKILL and restart one of them (the triggerer). Runs are triggered with the ``airflow`` CLI
-(its local API client writes straight to the metadata DB: no API auth needed) and observed by reading
-``$AIRFLOW_HOME/airflow.db`` with :mod:`sqlite3`.
-
-How ``deferred`` is proven: a background thread samples every task instance's state from the DB every
-``SAMPLE_INTERVAL`` seconds and records each state seen. Nothing in the DB keeps the fact once the
-task is done (``next_method``/``next_kwargs`` and ``trigger_id`` are cleared on resume, the trigger row
-is deleted when unused, ``task_instance_history`` only keeps earlier *tries*), so sampling is the one
-DB-side way; it is reliable as long as the deferral lasts several sample periods (the simulator's
-timelines make it last seconds). The worker's task log line ``Pausing task as DEFERRED`` is durable
-corroboration (:meth:`AirflowDeployment.deferral_evidence`).
+test can SIGKILL and restart one of them (a triggerer). Nothing listens beyond 127.0.0.1: the log
+servers Airflow would start on every interface (``serve_logs`` binds host "") are skipped
+(``--skip-serve-logs``), and :meth:`AirflowDeployment.listening_addresses` lets a test check. Runs are
+triggered with the ``airflow`` CLI (its local API client writes straight to the metadata DB: no API
+auth needed) and observed by reading the metadata DB (:mod:`tests.support.metadb`) and the logs
+(:mod:`tests.support.observation`).
 """
 
 from __future__ import annotations
@@ -20,8 +19,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -33,20 +30,40 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from tests.support.metadb import SCANNED_TABLES, PostgresDatabase, SqliteDatabase, db_dump_text, query_db
+from tests.support.observation import (
+    SAMPLE_INTERVAL,
+    DeploymentObservation,
+    TriggerKey,
+    retry_explained_by_airflows_race,
+)
+from tests.support.services import free_port
+
+__all__ = [
+    "SAMPLE_INTERVAL",
+    "SCANNED_TABLES",
+    "AirflowDeployment",
+    "DeploymentError",
+    "db_dump_text",
+    "deployment",
+    "free_port",
+    "query_db",
+    "retry_explained_by_airflows_race",
+]
+
 #: ``db migrate`` plus every component up within this many seconds.
 STARTUP_TIMEOUT = 90.0
-#: How often the sampler reads task instance states.
-SAMPLE_INTERVAL = 0.2
 #: Terminal dag run states.
 FINISHED_RUN_STATES = frozenset({"success", "failed"})
-COMPONENTS = ("scheduler", "triggerer", "dag-processor", "api-server")
-
-
-def free_port() -> int:
-    """A free TCP port on loopback (free now; good enough for tests)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+#: The SQLite harness's components and their commands. Log servers skipped: they would bind every interface.
+COMPONENTS = {
+    "scheduler": ("scheduler", "--skip-serve-logs"),
+    "triggerer": ("triggerer", "--skip-serve-logs"),
+    "dag-processor": ("dag-processor",),
+    "api-server": ("api-server",),
+}
+#: The job each kind of component heartbeats (a triggerer's name starts with "triggerer").
+JOB_TYPES = {"scheduler": "SchedulerJob", "dag-processor": "DagProcessorJob"}
 
 
 class DeploymentError(AssertionError):
@@ -61,23 +78,38 @@ class _Component:
 
 
 @dataclass
-class AirflowDeployment:
+class AirflowDeployment(DeploymentObservation):
     """A running (or about to run) Airflow deployment in ``home``; see :func:`deployment`."""
 
     home: Path
     env: dict[str, str]
     port: int
+    #: The metadata DB (default: SQLite at ``home/airflow.db``).
+    database: SqliteDatabase | PostgresDatabase | None = None
+    #: ``{name: airflow command}`` started by :meth:`start`, in order (default: :data:`COMPONENTS`).
+    plan: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(COMPONENTS))
     components: dict[str, _Component] = field(default_factory=dict)
+    #: ``{triggerer component: its running TriggererJob id}`` (the job table has no pid, and every
+    #: triggerer has this host's name: each one is started alone and takes the new job row).
+    triggerer_jobs: dict[str, int] = field(default_factory=dict)
+    #: Processes the deployment runs on (PostgreSQL, Redis), ``{name: Popen}``: in :meth:`listening_addresses`.
+    services: dict[str, Any] = field(default_factory=dict)
     #: The simulator behind ``luma_default``, when the fixture set one.
     simulator: Any = None
     #: Seconds from ``db migrate`` to every component up.
     startup_seconds: float = 0.0
+    _killed: set[str] = field(default_factory=set)
     _seen: dict[tuple[str, str, str, int], list[str]] = field(default_factory=dict)
-    _seen_triggers: dict[tuple[str, str, str, int], set[int]] = field(default_factory=dict)
-    _seen_trigger_rows: dict[int, str] = field(default_factory=dict)
+    _seen_triggers: dict[tuple[str, str, str, int], set[TriggerKey]] = field(default_factory=dict)
+    _seen_trigger_rows: dict[TriggerKey, str] = field(default_factory=dict)
+    _trigger_holders: dict[TriggerKey, list[tuple[float, Any]]] = field(default_factory=dict)
     _seen_lock: threading.Lock = field(default_factory=threading.Lock)
     _stop_sampler: threading.Event = field(default_factory=threading.Event)
     _sampler: threading.Thread | None = None
+
+    def __post_init__(self) -> None:
+        if self.database is None:
+            self.database = SqliteDatabase(self.home / "airflow.db")
 
     # ------------------------------------------------------------------ paths
 
@@ -88,10 +120,6 @@ class AirflowDeployment:
     @property
     def dags_folder(self) -> Path:
         return self.home / "dags"
-
-    @property
-    def logs_folder(self) -> Path:
-        return self.home / "logs"
 
     @property
     def api_url(self) -> str:
@@ -118,8 +146,9 @@ class AirflowDeployment:
         return result
 
     def start_component(self, name: str, command: tuple[str, ...] | None = None) -> None:
-        """Start ``airflow <name>`` (or ``airflow <command...>``) in its own process group, output appended to
-        ``<home>/<name>.log``. ``command`` lets one command run twice under two names (a second triggerer)."""
+        """Start ``airflow <name>`` (or ``airflow <command...>``, by default the :attr:`plan`'s) in its own process
+        group, output appended to ``<home>/<name>.log``. ``command`` lets one command run twice under two names."""
+        command = command or self.plan.get(name)
         current = self.components.get(name)
         if current is not None and current.process.poll() is None:
             raise RuntimeError(f"{name} is already running (pid {current.process.pid})")
@@ -136,6 +165,7 @@ class AirflowDeployment:
             start_new_session=True,
         )
         self.components[name] = _Component(name, process, log_file)
+        self._killed.discard(name)
 
     def kill_component(self, name: str, sig: int = signal.SIGKILL, wait: float = 15.0) -> None:
         """Send ``sig`` to the component's process group, wait for it, then SIGKILL whatever of it is left.
@@ -144,6 +174,7 @@ class AirflowDeployment:
         the component's descendants are listed first and killed one by one if they outlive the group.
         """
         component = self.components[name]
+        self._killed.add(name)  # on purpose: no longer in the default liveness checks until restarted
         descendants = _descendants(component.process.pid)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(component.process.pid, sig)
@@ -151,21 +182,51 @@ class AirflowDeployment:
             component.process.wait(timeout=wait)
         _kill_all(component, descendants)
 
-    def kill_triggerer(self) -> None:
-        """SIGKILL the triggerer's process group (no graceful shutdown, like a crashed node)."""
-        self.kill_component("triggerer", signal.SIGKILL)
+    def kill_triggerer(self, name: str = "triggerer") -> None:
+        """SIGKILL a triggerer's process group (no graceful shutdown, like a crashed node)."""
+        self.kill_component(name, signal.SIGKILL)
 
-    def start_triggerer(self, timeout: float = STARTUP_TIMEOUT) -> None:
-        """(Re)start the triggerer and wait until it heartbeats."""
-        since = self._latest_job_heartbeat("TriggererJob")
-        self.start_component("triggerer")
-        self._wait_for_job("TriggererJob", newer_than=since, timeout=timeout)
+    def start_triggerer(self, name: str = "triggerer", timeout: float = STARTUP_TIMEOUT) -> int:
+        """(Re)start a triggerer and wait until its new job runs; return the job id (also in
+        :attr:`triggerer_jobs`). Triggerers start one at a time: the new job row is this one's."""
+        known = self._max_job_id("TriggererJob")
+        self.start_component(name)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            rows = self.query(
+                "SELECT id FROM job WHERE job_type = 'TriggererJob' AND state = 'running' AND id > ? ORDER BY id",
+                (known,),
+            )
+            if rows:
+                self.triggerer_jobs[name] = int(rows[-1][0])
+                return self.triggerer_jobs[name]
+            time.sleep(0.5)
+        raise DeploymentError(f"No new TriggererJob for {name} in time.\n{self.logs_tail()}")
+
+    def _max_job_id(self, job_type: str) -> int:
+        rows = self.query("SELECT max(id) FROM job WHERE job_type = ?", (job_type,))
+        return int(rows[0][0]) if rows and rows[0][0] is not None else 0
+
+    def running_triggerer_jobs(self) -> list[int]:
+        """Ids of the TriggererJobs in state ``running`` (a SIGKILLed one stays ``running``: no one ends it)."""
+        rows = self.query("SELECT id FROM job WHERE job_type = 'TriggererJob' AND state = 'running' ORDER BY id")
+        return [int(r[0]) for r in rows]
+
+    def add_connection(self, conn_id: str, connection: str | Mapping[str, Any]) -> None:
+        """Store a connection in the metadata DB (``airflow connections add``): every component reads it from
+        there on its next lookup, so a test can add one (a Luma connection with its own extras, a ``redis``
+        one) to a running deployment. ``connection``: JSON or a dict (``conn_type``, ``host``, ``extra``...)."""
+        text = connection if isinstance(connection, str) else json.dumps(dict(connection))
+        self.airflow("connections", "add", conn_id, "--conn-json", text)
 
     def stop(self) -> None:
         """Stop the sampler and every component: SIGTERM to each group, then SIGKILL. Idempotent."""
         self._stop_sampler.set()
         if self._sampler is not None:
             self._sampler.join(timeout=5)
+        if self.database is not None:
+            self.database.close()
         descendants = {name: _descendants(c.process.pid) for name, c in self.components.items()}
         running = [c for c in self.components.values() if c.process.poll() is None]
         for component in running:
@@ -178,8 +239,10 @@ class AirflowDeployment:
         for name, component in self.components.items():
             _kill_all(component, descendants[name])
 
-    def check_alive(self, names: Iterable[str] = COMPONENTS) -> None:
-        """Raise (with the logs) if one of ``names`` has exited."""
+    def check_alive(self, names: Iterable[str] | None = None) -> None:
+        """Raise (with the logs) if one of ``names`` (default: every component not killed on purpose) has exited."""
+        if names is None:
+            names = [n for n in self.components if n not in self._killed]
         dead = [
             f"{n} (exit {self.components[n].process.returncode})"
             for n in names
@@ -190,44 +253,43 @@ class AirflowDeployment:
 
     # ------------------------------------------------------------------ start-up
 
-    def start(self) -> None:
-        """``airflow db migrate``, then the four components; wait until each is up (bounded)."""
+    def start(self, timeout: float = STARTUP_TIMEOUT) -> None:
+        """``airflow db migrate``, then the :attr:`plan`'s components (triggerers last, one at a time, so that
+        each one's job id is known); wait until each is up (bounded)."""
         started = time.monotonic()
         self.dags_folder.mkdir(parents=True, exist_ok=True)
         self.logs_folder.mkdir(parents=True, exist_ok=True)
-        deadline = started + STARTUP_TIMEOUT
-        self.airflow("db", "migrate", timeout=STARTUP_TIMEOUT)
-        for name in COMPONENTS:
-            self.start_component(name)
-        self._wait_for_job("SchedulerJob", deadline=deadline)
-        self._wait_for_job("TriggererJob", deadline=deadline)
-        self._wait_for_job("DagProcessorJob", deadline=deadline)
+        deadline = started + timeout
+        self.airflow("db", "migrate", timeout=timeout)
+        triggerers = [name for name in self.plan if name.startswith("triggerer")]
+        for name in self.plan:
+            if name not in triggerers:
+                self.start_component(name)
+        for name in triggerers:
+            self.start_triggerer(name, timeout=max(1.0, deadline - time.monotonic()))
+        for name, job_type in JOB_TYPES.items():
+            if name in self.plan:
+                self._wait_for_job(job_type, deadline=deadline)
+        if "celery-worker" in self.plan:
+            self._wait_for_log("celery-worker", " ready.", deadline=deadline)
         self._wait_for_http(f"{self.api_url}/api/v2/monitor/health", deadline=deadline)
         self._sampler = threading.Thread(target=self._sample_loop, name="ti-state-sampler", daemon=True)
         self._sampler.start()
         self.startup_seconds = time.monotonic() - started
 
-    def _latest_job_heartbeat(self, job_type: str) -> str | None:
-        rows = self.query("SELECT max(latest_heartbeat) FROM job WHERE job_type = ?", (job_type,))
-        return rows[0][0] if rows else None
-
-    def _wait_for_job(
-        self,
-        job_type: str,
-        *,
-        newer_than: str | None = None,
-        deadline: float | None = None,
-        timeout: float = STARTUP_TIMEOUT,
-    ) -> None:
-        deadline = deadline if deadline is not None else time.monotonic() + timeout
+    def _wait_for_log(self, name: str, text: str, *, deadline: float) -> None:
+        path = self.home / f"{name}.log"
         while time.monotonic() < deadline:
             self.check_alive()
-            rows = self.query(
-                "SELECT latest_heartbeat FROM job WHERE job_type = ? AND state = 'running' "
-                "ORDER BY latest_heartbeat DESC LIMIT 1",
-                (job_type,),
-            )
-            if rows and (newer_than is None or rows[0][0] > newer_than):
+            if path.exists() and text in path.read_text(errors="replace"):
+                return
+            time.sleep(0.5)
+        raise DeploymentError(f"{name} never logged {text!r}.\n{self.logs_tail()}")
+
+    def _wait_for_job(self, job_type: str, *, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            self.check_alive()
+            if self.query("SELECT 1 FROM job WHERE job_type = ? AND state = 'running'", (job_type,)):
                 return
             time.sleep(0.5)
         raise DeploymentError(f"No running {job_type} heartbeat in time.\n{self.logs_tail()}")
@@ -246,108 +308,6 @@ class AirflowDeployment:
                 last = error
             time.sleep(0.5)
         raise DeploymentError(f"API server not answering {url} in time ({last!r}).\n{self.logs_tail()}")
-
-    # ------------------------------------------------------------------ database
-
-    def try_number(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> int:
-        """The try a task instance is on (1 unless it was retried)."""
-        rows = self.query(
-            "SELECT try_number FROM task_instance WHERE dag_id = ? AND run_id = ? AND task_id = ? AND map_index = ?",
-            (dag_id, run_id, task_id, map_index),
-        )
-        return int(rows[0][0]) if rows else 0
-
-    def retried_only_for_airflows_race(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> bool:
-        """Whether the task instance ran once, or was retried once because of Airflow's own resume-after-defer race.
-
-        See :func:`retry_explained_by_airflows_race` and tests/deployment/AIRFLOW_RACE.md.
-        """
-        mismatches = self.query(
-            "SELECT try_number, extra FROM log WHERE event = 'state mismatch' "
-            "AND dag_id = ? AND run_id = ? AND task_id = ? AND map_index = ?",
-            (dag_id, run_id, task_id, map_index),
-        )
-        return retry_explained_by_airflows_race(self.try_number(dag_id, run_id, task_id, map_index), mismatches)
-
-    def audit_log(self, dag_id: str, run_id: str) -> list[tuple[Any, ...]]:
-        """The run's audit log rows ``(task_id, map_index, try_number, event, extra)``: shown when a check fails."""
-        return self.query(
-            "SELECT task_id, map_index, try_number, event, extra FROM log WHERE dag_id = ? AND run_id = ? ORDER BY id",
-            (dag_id, run_id),
-        )
-
-    def query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
-        """Run a read-only query on the metadata DB (a short-lived connection; retried when locked)."""
-        return query_db(self.db_path, sql, params)
-
-    def _sample_loop(self) -> None:
-        while not self._stop_sampler.is_set():
-            with contextlib.suppress(sqlite3.Error):
-                rows = self.query("SELECT dag_id, run_id, task_id, map_index, state, trigger_id FROM task_instance")
-                with self._seen_lock:
-                    for dag_id, run_id, task_id, map_index, state, trigger_id in rows:
-                        key = (dag_id, run_id, task_id, map_index)
-                        states = self._seen.setdefault(key, [])
-                        state = state or "none"
-                        if not states or states[-1] != state:
-                            states.append(state)
-                        if trigger_id is not None:
-                            self._seen_triggers.setdefault(key, set()).add(trigger_id)
-                # Trigger rows are deleted once unused: keep what each one held while it existed.
-                triggers = self.query("SELECT id, classpath, kwargs FROM trigger")
-                with self._seen_lock:
-                    for trigger_id, classpath, kwargs in triggers:
-                        self._seen_trigger_rows[trigger_id] = f"{classpath} | {_text(kwargs)}"
-            self._stop_sampler.wait(SAMPLE_INTERVAL)
-
-    def states_seen(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> list[str]:
-        """Every state the sampler saw the task instance in, in order (consecutive repeats folded)."""
-        with self._seen_lock:
-            return list(self._seen.get((dag_id, run_id, task_id, map_index), []))
-
-    def saw_state(self, dag_id: str, run_id: str, task_id: str, state: str, map_index: int = -1) -> bool:
-        """Whether the sampler saw the task instance in ``state`` at some point."""
-        return state in self.states_seen(dag_id, run_id, task_id, map_index)
-
-    def deferral_evidence(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> dict[str, Any]:
-        """What shows the task deferred: sampled states, trigger ids it pointed at, the worker's log line."""
-        with self._seen_lock:
-            triggers = sorted(self._seen_triggers.get((dag_id, run_id, task_id, map_index), set()))
-        return {
-            "states_seen": self.states_seen(dag_id, run_id, task_id, map_index),
-            "trigger_ids": triggers,
-            "log_says_deferred": "Pausing task as DEFERRED" in self.task_log_text(dag_id, run_id, task_id),
-        }
-
-    def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
-        """``{task_id: state}`` now (mapped tasks: ``task_id[i]``)."""
-        rows = self.query(
-            "SELECT task_id, map_index, state FROM task_instance WHERE dag_id = ? AND run_id = ?", (dag_id, run_id)
-        )
-        return {(t if m < 0 else f"{t}[{m}]"): s for t, m, s in rows}
-
-    def run_state(self, dag_id: str, run_id: str) -> str | None:
-        rows = self.query("SELECT state FROM dag_run WHERE dag_id = ? AND run_id = ?", (dag_id, run_id))
-        return rows[0][0] if rows else None
-
-    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
-        """The XCom value as stored (JSON in Airflow 3), decoded; ``KeyError`` if absent."""
-        rows = self.query(
-            "SELECT value FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = ? AND key = ? AND map_index = ?",
-            (dag_id, run_id, task_id, key, map_index),
-        )
-        if not rows:
-            raise KeyError(f"no XCom {key!r} for {dag_id}.{task_id} in {run_id}")
-        value = rows[0][0]
-        if isinstance(value, bytes):
-            value = value.decode()
-        return json.loads(value) if isinstance(value, str) else value
-
-    def db_dump_text(self) -> str:
-        """:func:`db_dump_text` of this deployment's metadata DB, with the trigger rows the sampler saw."""
-        with self._seen_lock:
-            sampled = dict(self._seen_trigger_rows)
-        return db_dump_text(self.db_path, sampled)
 
     # ------------------------------------------------------------------ DAGs and runs
 
@@ -403,102 +363,28 @@ class AirflowDeployment:
             f"tasks: {self.task_states(dag_id, run_id)}\n{self.logs_tail()}"
         )
 
-    # ------------------------------------------------------------------ logs
+    # ------------------------------------------------------------------ sockets
 
-    def task_log_text(self, dag_id: str | None = None, run_id: str | None = None, task_id: str | None = None) -> str:
-        """All task (and trigger) logs under ``$AIRFLOW_HOME/logs``, optionally narrowed to a run / task."""
-        chunks = []
-        for path in sorted(self.logs_folder.rglob("*")):
-            if not path.is_file():
-                continue
-            text = str(path)
-            if dag_id and f"dag_id={dag_id}" not in text:
-                continue
-            if run_id and f"run_id={run_id}" not in text:
-                continue
-            if task_id and f"task_id={task_id}" not in text:
-                continue
-            chunks.append(f"----- {path.relative_to(self.logs_folder)}\n{path.read_text(errors='replace')}")
-        return "\n".join(chunks)
+    def listening_addresses(self) -> dict[str, set[tuple[str, int]]]:
+        """``{component or service: {(address, port), ...}}``: every TCP socket listening in its process tree."""
+        import psutil
 
-    def component_logs(self) -> dict[str, str]:
-        """``{component: output}`` of every component started (restarts appended to the same file)."""
-        return {
-            path.stem: path.read_text(errors="replace") for path in sorted(self.home.glob("*.log")) if path.is_file()
-        }
-
-    def logs_tail(self, lines: int = 40) -> str:
-        out = []
-        for name, text in self.component_logs().items():
-            tail = "\n".join(text.splitlines()[-lines:])
-            out.append(f"===== {name}.log (last {lines} lines)\n{tail}")
-        return "\n".join(out)
-
-
-def retry_explained_by_airflows_race(try_number: int, mismatches: Iterable[tuple[Any, Any]]) -> bool:
-    """
-    Whether a task instance on try ``try_number`` ran once, or was retried once for Airflow's race only.
-
-    ``mismatches``: ``(try_number, extra)`` of the audit log's "state mismatch" rows of *this* task
-    instance (dag_id, run_id, task_id, map_index). The race (tests/deployment/AIRFLOW_RACE.md): the
-    scheduler handles the executor's "success" for the worker that exited after deferring only once the
-    trigger has already moved the task on, and fails that first try as changed externally. Tolerated:
-    exactly one retry (try 2), explained by a mismatch row of try 1 saying the executor reported success.
-    """
-    if try_number <= 1:
-        return True
-    if try_number > 2:
-        return False
-    return any(int(row_try) == 1 and "finished with state success" in _text(extra) for row_try, extra in mismatches)
-
-
-def query_db(db_path: Path, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
-    """Run a read-only query on a SQLite DB (a short-lived connection; retried when locked)."""
-    if not db_path.exists():
-        return []
-    for attempt in range(20):
-        try:
-            conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
+        out: dict[str, set[tuple[str, int]]] = {}
+        roots = {name: c.process for name, c in self.components.items() if c.process.poll() is None}
+        roots.update({name: p for name, p in self.services.items() if p is not None and p.poll() is None})
+        for name, process in roots.items():
             try:
-                return conn.execute(sql, tuple(params)).fetchall()
-            finally:
-                conn.close()
-        except sqlite3.OperationalError as error:
-            if ("locked" not in str(error) and "no such table" not in str(error)) or attempt == 19:
-                raise
-            time.sleep(0.1)
-    return []
-
-
-#: The metadata tables a secret could leak into.
-SCANNED_TABLES = (
-    "xcom",
-    "trigger",
-    "rendered_task_instance_fields",
-    "task_instance",
-    "task_instance_history",
-    "dag_run",
-    "log",
-    "import_error",
-    "connection",
-    "variable",
-)
-
-
-def db_dump_text(db_path: Path, sampled_trigger_rows: Mapping[int, str] | None = None) -> str:
-    """Text of the tables a secret could leak into (:data:`SCANNED_TABLES`), one line per row.
-
-    Trigger rows are deleted when their task resumes, so the rows a sampler saw are included too
-    (``trigger (sampled)``). The deployment runs without a Fernet key, so trigger kwargs and
-    connections are stored readable and the scan sees what they really hold. Scanned with
-    ``tests.conftest.find_leaks``; tests/chaos/test_secret_scans.py plants a key to prove it is found.
-    """
-    parts = [f"trigger (sampled): {tid} | {text}" for tid, text in sorted((sampled_trigger_rows or {}).items())]
-    for table in SCANNED_TABLES:
-        with contextlib.suppress(sqlite3.Error):
-            for row in query_db(db_path, f"SELECT * FROM {table}"):
-                parts.append(f"{table}: " + " | ".join(_text(v) for v in row))
-    return "\n".join(parts)
+                tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+            except psutil.Error:
+                continue
+            found: set[tuple[str, int]] = set()
+            for member in tree:
+                with contextlib.suppress(psutil.Error):
+                    for conn in member.net_connections(kind="inet"):
+                        if conn.status == psutil.CONN_LISTEN:
+                            found.add((conn.laddr.ip, conn.laddr.port))
+            out[name] = found
+        return out
 
 
 def _descendants(pid: int) -> list[Any]:
@@ -529,12 +415,9 @@ def _kill_all(component: _Component, descendants: list[Any]) -> None:
         component.log_file.close()
 
 
-def _text(value: Any) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-
-
 def deployment_env(home: Path, port: int, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment of every component: ``os.environ`` minus any ``AIRFLOW*`` setting, plus ours."""
+    """The environment of every component: ``os.environ`` minus any ``AIRFLOW*`` setting, plus ours (SQLite and the
+    LocalExecutor; ``extra`` wins: the production shape replaces the database and the executor)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW") and not k.startswith("PYTEST")}
     env.update(
         {

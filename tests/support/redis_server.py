@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.services import free_port
+
 #: How to get the server where it is missing (CI's .ci/run installs it).
 INSTALL_HINT = "apt-get install redis-server"
 
@@ -29,11 +31,7 @@ def redis_server_binary() -> str:
     return binary
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+__all__ = ["INSTALL_HINT", "RedisServer", "free_port", "redis_server_binary"]
 
 
 class RedisServer:
@@ -42,6 +40,9 @@ class RedisServer:
 
     :param binary: The redis-server executable.
     """
+
+    #: Where it listens.
+    host = "127.0.0.1"
 
     def __init__(self, binary: str) -> None:
         self.binary = binary
@@ -89,6 +90,10 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.kill()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+    def url(self, db: int = 0) -> str:
+        """``redis://127.0.0.1:PORT/DB`` (the form of Celery's broker URL)."""
+        return f"redis://{self.host}:{self.port}/{db}"
 
     def connection_json(self, db: int = 0) -> str:
         """An ``AIRFLOW_CONN_...`` value naming this server (as a deployment names Celery's broker)."""
