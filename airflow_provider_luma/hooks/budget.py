@@ -257,13 +257,7 @@ class CallBudget:
 
     def _pause(self, again: float, deadline: float | None) -> float:
         """Seconds to sleep towards ``again`` (the budget's clock), never past ``deadline`` (then: BudgetTimeout)."""
-        pause = max(0.0, again - self.clock())
-        if deadline is None:
-            return pause
-        left = deadline - time.time()
-        if left <= 0:
-            raise BudgetTimeout("The call budget could not let this call start before its deadline.")
-        return min(pause, left)
+        return sleep_before_asking(max(0.0, again - self.clock()), deadline)
 
     def _join(self, counts_for: float) -> tuple[int, float | None, float]:
         """Queue up: the ticket, ``None`` if started at once (else when to try), and the time."""
@@ -298,6 +292,17 @@ class CallBudget:
                 self.schedule.succeeded(slot.started)
         if status == 429:
             log.warning("The Luma API answered 429: every call on this key waits %.1f s.", max(0.0, until - now))
+
+
+def sleep_before_asking(delay: float, deadline: float | None) -> float:
+    """How long a waiter sleeps before asking again: ``delay``, cut at ``deadline`` (UNIX time); past it,
+    :class:`BudgetTimeout`."""
+    if deadline is None:
+        return delay
+    left = deadline - time.time()
+    if left <= 0:
+        raise BudgetTimeout("The call could not start within the call budget before its deadline.")
+    return min(delay, left)
 
 
 _BUDGETS: dict[tuple[str, str], CallBudget] = {}

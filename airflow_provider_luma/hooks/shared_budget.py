@@ -32,7 +32,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
 from typing import Any
 
-from airflow_provider_luma.hooks.budget import ARRIVAL, FIRST_PAUSE, MAX_PAUSE, WINDOW, BudgetTimeout, CallBudget, Slot
+from airflow_provider_luma.hooks.budget import (
+    ARRIVAL,
+    FIRST_PAUSE,
+    MAX_PAUSE,
+    WINDOW,
+    CallBudget,
+    Slot,
+    sleep_before_asking,
+)
 from airflow_provider_luma.hooks.redis_clients import (
     GatedScript,
     async_client,
@@ -376,16 +384,6 @@ class SharedCallBudget(CallBudget):
 # -- the waiting, for either budget ----------------------------------------------------------------
 
 
-def _left(delay: float, deadline: float | None) -> float:
-    """How long to sleep before asking again; :class:`BudgetTimeout` once the deadline has passed."""
-    if deadline is None:
-        return delay
-    left = deadline - time.time()
-    if left <= 0:
-        raise BudgetTimeout("The call could not start within the call budget before its deadline.")
-    return min(delay, left)
-
-
 def _wait(
     ask: Callable[[int | None], Reply], leave: Callable[[int], None], deadline: float | None
 ) -> tuple[int, float]:
@@ -393,7 +391,7 @@ def _wait(
     ticket, delay, started = ask(None)
     try:
         while delay is not None:
-            time.sleep(_left(delay, deadline))
+            time.sleep(sleep_before_asking(delay, deadline))
             ticket, delay, started = ask(ticket)
     except BaseException:
         leave(ticket)
@@ -408,7 +406,7 @@ async def _await(
     ticket, delay, started = await ask(None)
     try:
         while delay is not None:
-            await asyncio.sleep(_left(delay, deadline))
+            await asyncio.sleep(sleep_before_asking(delay, deadline))
             ticket, delay, started = await ask(ticket)
     except BaseException:
         await leave(ticket)
