@@ -156,7 +156,7 @@ BAD_CONNECTIONS = [
     ({"host": "api.example.com", "schema": "http", "password": "k-123456"}, "over plain http"),
     ({"host": "http://10.0.0.7:8080", "password": "k-123456"}, "over plain http"),
     ({"host": "ftp://api.example.com", "password": "k-123456"}, "has an invalid host"),
-    ({"host": "https://api.aimlapi.com"}, "has no API key: put your AI/ML API key in its password field"),
+    ({"host": "https://api.aimlapi.com"}, "has no API key: put your AI/ML API or Luma API key in its password field"),
     ({"host": "https://api.aimlapi.com", "password": "   "}, "has no API key"),
     ({"password": "k-123456", "extra": {"timeout": "soon"}}, "Extra 'timeout' of connection 'luma_default' is"),
     ({"password": "k-123456", "extra": {"timeout": 0.1}}, "Extra 'timeout' of connection 'luma_default' must be at"),
