@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 
 from airflow_provider_luma.testing import LumaSimulator
+from tests.support.simulator_calls import prompt_of
 
 
 def wait_for_polls(sim: LumaSimulator, generation_id: str, state: str | None = None, timeout: float = 60) -> None:
@@ -39,7 +40,7 @@ def timeline_driven_by_polls(
     def drive() -> None:
         try:
             while not stop.is_set():
-                ours = [g for g in sim.generations() if prompt in g["request"]["prompt"]]
+                ours = [g for g in sim.generations() if prompt in prompt_of(g)]
                 if ours:
                     break
                 time.sleep(0.05)

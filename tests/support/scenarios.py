@@ -16,6 +16,7 @@ from typing import Any
 
 from airflow_provider_luma.operators.lineage import file_uri
 from tests.support.deployment import AirflowDeployment, DeploymentError
+from tests.support.simulator_calls import prompt_of
 
 EXAMPLE_DAGS = Path(__file__).parents[2] / "example_dags"
 PRODUCER, CONSUMER = "luma_assets_producer", "luma_assets_consumer"
@@ -59,7 +60,7 @@ def check_retry_reuse(dep: AirflowDeployment, sim: Any) -> None:
     run_id = dep.trigger(REUSE_DAG_ID)
 
     def ours() -> list[dict[str, Any]]:
-        return [g for g in sim.generations() if g["request"]["prompt"] == REUSE_PROMPT]
+        return [g for g in sim.generations() if prompt_of(g) == REUSE_PROMPT]
 
     (generation,) = wait_for(ours, 60, "the generation to be created")
     # The first try's wait times out; once the task awaits its retry, let the generation finish.

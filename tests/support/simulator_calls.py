@@ -16,6 +16,12 @@ def auth(s: Any, key: str | None = None) -> dict[str, str]:
     return {"Authorization": f"Bearer {key or s.api_key}"}
 
 
+def prompt_of(generation: dict[str, Any]) -> str:
+    """The prompt a generation of ``sim.generations()`` was made with; ``""`` for a universal one (its answer
+    carries no request)."""
+    return str((generation.get("request") or {}).get("prompt", ""))
+
+
 def create(s: Any, prompt: str = "a cat", **extra: Any) -> dict[str, Any]:
     """Create a ``luma-ai`` generation; assert the 201."""
     r = requests.post(s.base_url + GEN, json={"prompt": prompt, **extra}, headers=auth(s), timeout=5)

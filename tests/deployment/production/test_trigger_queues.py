@@ -14,6 +14,7 @@ import pytest
 from tests.support.deployment import DeploymentError
 from tests.support.production import ProductionDeployment
 from tests.support.scenarios import wait_for
+from tests.support.simulator_calls import prompt_of
 
 pytestmark = [pytest.mark.deployment, pytest.mark.timeout(300)]
 
@@ -69,7 +70,7 @@ def test_a_luma_queue_sensor_waits_only_in_the_luma_triggerer(production: Produc
     default_id, default_queue, _ = triggers["wait_default"]
     assert (luma_queue, default_queue) == ("luma", "default")
 
-    for generation in [g for g in sim.generations() if TOKEN in g["request"]["prompt"]]:
+    for generation in [g for g in sim.generations() if TOKEN in prompt_of(g)]:
         sim.set_state(generation["id"], "completed")
     assert dep.wait_for_run(DAG_ID, run_id, timeout=120) == "success", dep.task_states(DAG_ID, run_id)
     assert all(dep.retried_only_for_airflows_race(DAG_ID, run_id, t) for t in ("wait_luma", "wait_default"))
