@@ -14,9 +14,7 @@ import time
 
 import pytest
 
-from airflow_provider_luma.hooks.luma import LumaHook
-from airflow_provider_luma.testing import LumaSimulator
-from tests.support.budget import busiest_second
+from tests.support.budget import busiest_second, create_universal
 from tests.support.connection import connection_json
 from tests.support.deployment import DeploymentError
 from tests.support.production import ProductionDeployment
@@ -54,13 +52,6 @@ budget_dag()
 """
 
 
-def create_universal(sim: LumaSimulator, monkeypatch: pytest.MonkeyPatch, token: str) -> list[str]:
-    """``WAITS`` universal generations of ``token``'s timeline, created from the test process (no budget)."""
-    monkeypatch.setenv("AIRFLOW_CONN_LUMA_BUDGET_CREATE", connection_json(sim))
-    hook = LumaHook(luma_conn_id="luma_budget_create")
-    return [hook.create_generation(f"{token} {i}", model="luma/ray-2").id for i in range(WAITS)]
-
-
 def budgeted_run(dep: ProductionDeployment, monkeypatch: pytest.MonkeyPatch, shared: bool) -> tuple[int, int]:
     """Run the four sensors on a connection with (``shared``) or without the Redis extra: the busiest second
     of their polls at the simulator, and how many polls there were."""
@@ -68,7 +59,7 @@ def budgeted_run(dep: ProductionDeployment, monkeypatch: pytest.MonkeyPatch, sha
     name = "shared" if shared else "local"
     token, dag_id, conn_id = f"[budget {name}]", f"luma_budget_{name}", f"luma_budget_{name}"
     sim.script(token, queued_seconds=1, dreaming_seconds=36000)  # until the test completes them
-    ids = create_universal(sim, monkeypatch, token)
+    ids = [generation["id"] for generation in create_universal(sim, monkeypatch, WAITS, token)]
     extras = {"poll_interval": 2, "max_calls_per_second": RATE, "max_call_burst": BURST}
     if shared:
         extras["budget_redis_conn_id"] = REDIS_CONN
