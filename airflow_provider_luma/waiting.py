@@ -317,9 +317,11 @@ class WaitLoop:
                 "%s%s: %s after %d s.", PROGRESS_LOG_PREFIX, generation.id, generation.state, max(0, round(now - born))
             )
         elif previous is None:
-            self.log.info("Luma generation %s is %s.", generation.id, generation.state)
+            # DEBUG: a wait's one INFO line is its end (the trigger's, the sensor's); a triggerer with
+            # thousands of waits pays for every line its handlers format and write.
+            self.log.debug("Luma generation %s is %s.", generation.id, generation.state)
         else:
-            self.log.info(
+            self.log.debug(
                 "Luma generation %s: %s → %s after %.0f s.",
                 generation.id,
                 previous.state,

@@ -1,12 +1,13 @@
 """
 CPU per poll of N triggers in one event loop: this tree against an older commit, in one run.
 
-    .venv/airflow-3.3.2/bin/python scripts/profile_poll.py                 # against 0c57644 (before the change)
+    .venv/airflow-3.3.2/bin/python scripts/profile_poll.py                 # against 853adc4 (before the CPU cuts)
     .venv/airflow-3.3.2/bin/python scripts/profile_poll.py --waits 500 --rounds 3 --profile
-    .venv/airflow-3.3.2/bin/python scripts/profile_poll.py --floor --waits 1000   # against a bare held GET
+    .venv/airflow-3.3.2/bin/python scripts/profile_poll.py --floor --waits 1000   # and a bare held GET
 
-``--floor`` compares this tree's triggers with the least any long-polling client can do: one held GET
-per wait on a bare aiohttp session (each on its own connection, as concurrent long polls must be).
+``--floor`` adds the least any long-polling client can do: one held GET per wait on a bare aiohttp
+session (each on its own connection, as concurrent long polls must be), and holds each wait's one
+poll until its generation completes.
 
 The older commit's ``airflow_provider_luma`` is taken with ``git archive`` into a temporary folder
 (nothing in the tree changes, no flag keeps the old path alive in the product). Each variant runs
@@ -34,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 KEY = "sk-luma-profile-key"
 
 CHILD = r"""
-import asyncio, cProfile, io, json, os, pstats, sys, time
+import asyncio, cProfile, gc, io, json, os, pstats, sys, time
 
 from airflow_provider_luma.hooks import luma as luma_module
 from airflow_provider_luma.hooks.luma import LumaHook
@@ -81,6 +82,16 @@ async def main():
             return await asyncio.gather(*(held_get(session, i) for i in ids))
     return await asyncio.gather(*(one(i) for i in ids))
 
+# The garbage collector's share: a full collection walks every object of the process (Airflow's included).
+collections = {"gc_seconds": 0.0, "full_collections": 0}
+def on_gc(phase, info, started=[0.0]):
+    if phase == "start":
+        started[0] = time.process_time()
+        return
+    collections["gc_seconds"] += time.process_time() - started[0]
+    collections["full_collections"] += info["generation"] == 2
+gc.callbacks.append(on_gc)
+
 profiler = cProfile.Profile() if profile else None
 cpu = time.process_time()
 if profiler:
@@ -94,7 +105,7 @@ if profiler:
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(14)
     top = out.getvalue()
-print(json.dumps({"cpu": cpu, "ok": statuses.count("success"), **counts, "top": top}))
+print(json.dumps({"cpu": cpu, "ok": statuses.count("success"), **counts, **collections, "top": top}))
 """
 
 
@@ -135,7 +146,9 @@ def run_child(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--baseline", default="0c57644", help="the commit to compare with")
+    parser.add_argument(
+        "--baseline", default="853adc4", help="the commit to compare with (before this round's CPU work)"
+    )
     parser.add_argument("--waits", type=int, default=300, help="triggers in the loop")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each variant, alternating")
     parser.add_argument("--profile", action="store_true", help="also print each variant's top functions")
@@ -146,13 +159,14 @@ def main() -> None:
     from airflow_provider_luma.testing.process import SimulatorProcess
 
     with tempfile.TemporaryDirectory(prefix="luma-profile-") as tmp:
+        before = (extract(args.baseline, Path(tmp) / "before"), "trigger")
         if args.floor:
             # Each wait is one poll held until its generation completes (10 s after creation, well after
-            # all waits started): the trigger against a bare held GET, both on this tree.
-            variants = {"held GET": (ROOT, "bare"), "after": (ROOT, "trigger")}
+            # all waits started): the trigger before and after against a bare held GET, in one run.
+            variants = {"held GET": (ROOT, "bare"), "before": before, "after": (ROOT, "trigger")}
             hold, timing = 30.0, ["--hold", "30", "--queued", "0.3", "--dreaming", "9.7"]
         else:
-            variants = {"before": (extract(args.baseline, Path(tmp) / "before"), "trigger"), "after": (ROOT, "trigger")}
+            variants = {"before": before, "after": (ROOT, "trigger")}
             # hold 1 s, queued 0.3 s, dreaming 1.5 s: each wait makes two or three held polls.
             hold, timing = 1.0, ["--hold", "1", "--queued", "0.3", "--dreaming", "1.5"]
         results: dict[str, list[dict]] = {name: [] for name in variants}
@@ -163,8 +177,9 @@ def main() -> None:
                     result = run_child(source, sim.base_url, args.waits, profile, tmp, mode, hold)
                     results[name].append(result)
                     print(
-                        f"round {round_ + 1} {name:6}: {result['cpu']:.2f} s CPU, {result['polls']} polls, "
-                        f"{result['lookups']} lookups, {result['ok']}/{args.waits} succeeded",
+                        f"round {round_ + 1} {name:8}: {result['cpu']:.2f} s CPU, {result['polls']} polls, "
+                        f"{result['lookups']} lookups, {result['ok']}/{args.waits} succeeded, GC "
+                        f"{result['gc_seconds']:.2f} s ({result['full_collections']} full collections)",
                         flush=True,
                     )
         print(f"\n{args.waits} triggers in one loop, {args.rounds} rounds each (medians):")
@@ -174,7 +189,7 @@ def main() -> None:
             lookups = statistics.median(1000 * r["lookups"] / args.waits for r in runs)
             spread = [round(1000 * r["cpu"] / max(1, r["polls"]), 2) for r in runs]
             print(
-                f"  {name:6} ({args.baseline if name == 'before' else 'this tree'}): {per_poll:.2f} ms CPU per poll "
+                f"  {name:8} ({args.baseline if name == 'before' else 'this tree'}): {per_poll:.2f} ms CPU per poll "
                 f"(runs: {spread}), {per_wait:.2f} ms per wait, {lookups:.0f} lookups per 1,000 triggers"
             )
         if args.profile:

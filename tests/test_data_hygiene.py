@@ -11,9 +11,10 @@ from typing import Any
 import aiohttp
 import pytest
 import requests
+from yarl import URL
 
 from airflow_provider_luma.hooks.luma import LumaHook
-from airflow_provider_luma.hooks.transport import _new_session
+from airflow_provider_luma.hooks.sessions import _new_session, proxy_for
 from airflow_provider_luma.models import EVENT_KEYS, Generation
 from airflow_provider_luma.sensors.luma import LumaGenerationSensor
 from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
@@ -88,16 +89,40 @@ def test_trigger_events_and_sensor_xcom_carry_no_request_echo(luma_conn):
 # -- 16. no cookies kept; proxies from the environment on both paths --------------------------------
 
 
-def test_the_async_session_keeps_no_cookies_and_trusts_the_environment():
+def test_the_async_session_keeps_no_cookies_and_reads_the_environment_proxies_once(monkeypatch):
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    monkeypatch.setenv("NO_PROXY", "direct.invalid")
+
     async def check() -> None:
         session = _new_session()
         try:
             assert isinstance(session.cookie_jar, aiohttp.DummyCookieJar)
-            assert session.trust_env is True
+            # Not aiohttp's trust_env: that reads the environment and ~/.netrc in a thread on every call.
+            assert session.trust_env is False
+            assert proxy_for(session, URL("http://luma-api.invalid/v2/x")) == URL("http://127.0.0.1:9")
+            assert proxy_for(session, URL("http://direct.invalid/v2/x")) is None  # NO_PROXY honoured
+            assert proxy_for(session, URL("https://luma-api.invalid/v2/x")) is None  # no HTTPS_PROXY set
         finally:
             await session.close()
 
     asyncio.run(check())
+
+
+def test_a_netrc_entry_for_the_api_host_does_not_break_the_async_calls(monkeypatch, tmp_path):
+    # aiohttp's trust_env took the host's .netrc login as auth and then refused it beside the key's
+    # Authorization header ("Cannot combine AUTHORIZATION header with AUTH argument"): every async call failed.
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password elsewhere\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    with StubServer(generation_answer()) as server:
+        set_conn(monkeypatch, server.url)
+        generation = asyncio.run(LumaHook().aget_generation(GEN))
+    assert generation.id == GEN
+    assert [r.headers.get("Authorization") for r in server.requests] == [f"Bearer {SENTINEL_KEY}"]
 
 
 def test_a_cookie_set_by_the_server_is_not_sent_back(monkeypatch):

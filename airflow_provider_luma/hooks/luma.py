@@ -304,6 +304,8 @@ class LumaHook(BaseHook):
         """Async twin of :meth:`poll`."""
         settings = await self.asettings()
         plans = fetch_plans(settings, step.refs, step.target if step.hold else None, step.deadline, step.retries)
+        if len(plans) == 1:  # the usual poll: no layers between the wait and its one call while it is held
+            return await arun_plan(await self._atransport(), plans[0])
         return [generation for answer in await self.arun_all(plans) for generation in answer]
 
     # -- API: cancel ------------------------------------------------------------------------------

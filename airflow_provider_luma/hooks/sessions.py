@@ -6,11 +6,13 @@ The aiohttp sessions of the async transport: one per event loop, shared by every
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 import weakref
 from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 
 class _SharedSession:
@@ -39,17 +41,58 @@ def _tracing() -> aiohttp.TraceConfig:
     return trace
 
 
+class EnvironmentProxies:
+    """
+    The proxies the environment names (``HTTP_PROXY``, ``HTTPS_PROXY``, ``NO_PROXY``; credentials in
+    the proxy URL), read when a session is made, and each host's choice kept.
+
+    What aiohttp's ``trust_env=True`` does on every request instead, each time in a worker thread: it
+    reads the environment and ``~/.netrc`` twice (the proxy's credentials, the host's): two thread
+    hops and two file reads per call, a third of a long poll's CPU. The API calls carry their own
+    ``Authorization`` header, which aiohttp refuses to combine with ``.netrc`` credentials anyway.
+    """
+
+    def __init__(self) -> None:
+        self._proxies = {
+            scheme: URL(value) for scheme, value in urllib.request.getproxies().items() if scheme in ("http", "https")
+        }
+        self._chosen: dict[tuple[str, str | None], URL | None] = {}
+
+    def for_url(self, url: URL) -> URL | None:
+        """The proxy for ``url``, or ``None`` to connect directly."""
+        key = (url.scheme, url.host)
+        if key not in self._chosen:
+            proxy = self._proxies.get(url.scheme)
+            if proxy is not None and url.host is not None and urllib.request.proxy_bypass(url.host):
+                proxy = None
+            self._chosen[key] = proxy
+        return self._chosen[key]
+
+
+#: Each session's environment proxies (a session cannot carry attributes of its own).
+_PROXIES: weakref.WeakKeyDictionary[aiohttp.ClientSession, EnvironmentProxies] = weakref.WeakKeyDictionary()
+
+
 def _new_session() -> aiohttp.ClientSession:
     # limit=0: concurrent long polls must never queue behind each other in the pool.
     # DummyCookieJar: the session is shared by every connection and key on the loop; it keeps no cookies.
-    # trust_env: HTTP(S)_PROXY / NO_PROXY apply as they do to the worker's requests session.
+    # Proxies: from the environment, as the worker's requests session takes them, read once (see
+    # EnvironmentProxies) and passed on each request (proxy_for), not aiohttp's per-request trust_env.
     # The trace tells whether a failed exchange had a connection (so its request may have been sent).
-    return aiohttp.ClientSession(
+    session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0),
         cookie_jar=aiohttp.DummyCookieJar(),
-        trust_env=True,
+        trust_env=False,
         trace_configs=[_tracing()],
     )
+    _PROXIES[session] = EnvironmentProxies()
+    return session
+
+
+def proxy_for(session: aiohttp.ClientSession, url: URL) -> URL | None:
+    """The environment's proxy for ``url`` on a session of :func:`_new_session` (``None``: direct)."""
+    proxies = _PROXIES.get(session)
+    return proxies.for_url(url) if proxies is not None else None
 
 
 def join_shared_session() -> aiohttp.ClientSession:

@@ -16,6 +16,7 @@ import http.cookiejar
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
+from functools import partial
 from types import SimpleNamespace
 from typing import Any, TypeVar
 
@@ -55,7 +56,7 @@ from airflow_provider_luma.hooks.answers import (
 from airflow_provider_luma.hooks.budget import ARRIVAL, BudgetTimeout, CallBudget, Slot, call_budget
 from airflow_provider_luma.hooks.deadlines import GuardedAdapter, Watchdog
 from airflow_provider_luma.hooks.plans import Answer, Call
-from airflow_provider_luma.hooks.sessions import _new_session, join_shared_session, leave_shared_session
+from airflow_provider_luma.hooks.sessions import _new_session, join_shared_session, leave_shared_session, proxy_for
 from airflow_provider_luma.hooks.settings import LumaSettings
 
 T = TypeVar("T")
@@ -399,40 +400,13 @@ class AsyncTransport:
         own_session = self._session is None
         session = _new_session() if own_session else self._session
         assert session is not None
-        budget = self.budget
-
-        async def attempt() -> Answer:
-            slot = await _aacquire(budget, call, settings)
-            timeout = self._new_timeout(max(0.001, attempt_deadline(call, settings) - time.time()))
-            trace = SimpleNamespace(sent=False)
-            started = time.monotonic()
-            try:
-                async with session.request(
-                    call.method, url, json=call.body, headers=settings.headers, timeout=timeout, trace_request_ctx=trace
-                ) as response:
-                    status, headers = response.status, response.headers
-                    _release(budget, slot, status, headers)
-                    limit = body_limit(status, headers, what=call.what)
-                    body = await aread_capped(response, limit)
-            except (TimeoutError, aiohttp.ClientError, ValueError) as error:
-                # ValueError: aiohttp refusing a header or URL before sending anything.
-                if isinstance(error, ValueError) and trace.sent:
-                    raise
-                raise _failed(
-                    error, call, settings, sent=trace.sent, timed_out=isinstance(error, TimeoutError)
-                ) from None
-            finally:
-                _release(budget, slot)  # no answer (nothing if it had one)
-            text = answer_text(status, body, limit, what=call.what)
-            return _answer(call, settings, status, text, headers, started)
-
         try:
             try:
-                return await attempt()
+                return await self._attempt(call, session, url)
             except LumaError as error:
                 if not _retryable(call)(error) or _retries(settings, call) == 0:
                     raise
-                again = _first_failure(error, attempt)
+                again = _first_failure(error, partial(self._attempt, call, session, url))
             async for retry in AsyncRetrying(**_retry_policy(settings, call)):
                 with retry:
                     return await again()
@@ -440,6 +414,37 @@ class AsyncTransport:
             if own_session:
                 await session.close()
         raise AssertionError("unreachable: tenacity reraises the last error")
+
+    async def _attempt(self, call: Call, session: aiohttp.ClientSession, url: URL) -> Answer:
+        """One exchange of ``call`` (a method, not a closure per call: a held poll keeps it alive)."""
+        settings, budget = self.settings, self.budget
+        slot = await _aacquire(budget, call, settings)
+        timeout = self._new_timeout(max(0.001, attempt_deadline(call, settings) - time.time()))
+        trace = SimpleNamespace(sent=False)
+        started = time.monotonic()
+        try:
+            async with session.request(
+                call.method,
+                url,
+                json=call.body,
+                headers=settings.headers,
+                timeout=timeout,
+                proxy=proxy_for(session, url),
+                trace_request_ctx=trace,
+            ) as response:
+                status, headers = response.status, response.headers
+                _release(budget, slot, status, headers)
+                limit = body_limit(status, headers, what=call.what)
+                body = await aread_capped(response, limit)
+        except (TimeoutError, aiohttp.ClientError, ValueError) as error:
+            # ValueError: aiohttp refusing a header or URL before sending anything.
+            if isinstance(error, ValueError) and trace.sent:
+                raise
+            raise _failed(error, call, settings, sent=trace.sent, timed_out=isinstance(error, TimeoutError)) from None
+        finally:
+            _release(budget, slot)  # no answer (nothing if it had one)
+        text = answer_text(status, body, limit, what=call.what)
+        return _answer(call, settings, status, text, headers, started)
 
 
 def _answer(

@@ -70,6 +70,8 @@ def _run_loop(poll: PollFunction, loop: WaitLoop, stop: threading.Event) -> Fini
 
 async def arun_wait(apoll: AsyncPollFunction, wait: Wait) -> Finished:
     """Drive ``wait`` on the running event loop until it finishes; the families side by side."""
+    if len(wait.loops) == 1:  # the usual wait: no task, no queue of its own while it is held
+        return wait.merge([await _arun_loop(apoll, wait.loops[0])])
     tasks = [asyncio.ensure_future(_arun_loop(apoll, loop)) for loop in wait.loops]
     results: list[Finished] = []
     try:

@@ -25,6 +25,7 @@ from airflow_provider_luma.errors import (
 from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.testing import LumaSimulator
 from tests.support.connection import SENTINEL_KEY, connection_json
+from tests.support.logs import LineRecorder
 
 
 def use_connection(monkeypatch, sim: LumaSimulator, **extras) -> LumaHook:
@@ -294,19 +295,20 @@ class TestFetch:
 
 
 class TestWait:
-    def test_waits_through_the_states_and_logs_each_change_once(self, luma_conn, caplog, capsys):
+    def test_waits_through_the_states_and_logs_each_change_once_at_debug(self, luma_conn):
         # Longer than a 1 s hold per state, so the polls see every state.
         luma_conn.script("wait for me", queued_seconds=1.5, dreaming_seconds=1.5)
         hook = LumaHook()
         generation = hook.create_generation("wait for me")
-        assert hook.wait_for_generation(generation.id, timeout=30).state == "completed"
-        # Airflow 2 logs through stdlib logging (seen twice: record and stream), Airflow 3 through structlog.
-        records = "\n".join(r.getMessage() for r in caplog.records)
-        printed = capsys.readouterr().out
-        for channel in (records, printed):
-            found = re.findall(r"(\w+ → \w+) after \d+ s", channel)
-            assert found in ([], ["queued → dreaming", "dreaming → completed"]), found
-        assert "queued → dreaming" in records + printed
+        recorder = LineRecorder()
+        wait = hook.new_wait([generation.id], "completed", timeout=30, logger=recorder)
+        (done,) = hook.run_wait(wait).result()
+        assert done.state == "completed"
+        # Each change once, with its duration, at DEBUG: a wait's one INFO line is its end (the
+        # trigger's or the task's), not every state on the way (unless report_progress).
+        changes = re.findall(r"(\w+ → \w+) after \d+ s", "\n".join(recorder.at("debug")))
+        assert changes == ["queued → dreaming", "dreaming → completed"], recorder.records
+        assert recorder.at("info") == [], recorder.records
 
     def test_calls_per_wait_stay_near_one_per_state_change(self, luma_conn):
         luma_conn.hold_seconds = 30

@@ -15,23 +15,12 @@ from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.models import ApiFamily, Generation, parse_generation_list
 from airflow_provider_luma.testing import LumaSimulator
 from tests.support.connection import connection_json
+from tests.support.logs import LineRecorder
 
 
 def use_connection(monkeypatch, sim: LumaSimulator, **extras) -> LumaHook:
     monkeypatch.setenv("AIRFLOW_CONN_LUMA_DEFAULT", connection_json(sim, poll_interval=2, **extras))
     return LumaHook()
-
-
-class LineRecorder:
-    """A logger for a wait that keeps its lines (Airflow 2 and 3 route the hook's own logger differently)."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def info(self, message: str, *args: object) -> None:
-        self.lines.append(message % args)
-
-    debug = warning = info
 
 
 def test_create_wait_and_complete_on_the_universal_endpoint(monkeypatch, simulator):
@@ -51,8 +40,8 @@ def test_create_wait_and_complete_on_the_universal_endpoint(monkeypatch, simulat
     assert done.usage["credits_used"] > 0
     assert done.to_dict()["usage"] == dict(done.usage)  # kept in XCom
     assert simulator.count("get") == simulator.count("list") == 0  # never asked the luma-ai endpoints
-    usage_lines = [line for line in recorder.lines if "usage:" in line]
-    assert len(usage_lines) == 1, usage_lines  # logged once, when it completed
+    usage_lines = [line for line in recorder.at("info") if "usage:" in line]
+    assert len(usage_lines) == 1, recorder.records  # logged once, when it completed: what it cost is INFO
     assert "credits_used" in usage_lines[0]
 
 

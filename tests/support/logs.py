@@ -18,6 +18,37 @@ def logged_text(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[
     return "\n".join([*(r.getMessage() for r in caplog.records), captured.out, captured.err])
 
 
+class LineRecorder:
+    """
+    A logger for a wait that keeps its lines with their level (Airflow 2 and 3 route the hook's own
+    logger differently, and a DEBUG line reaches neither capture by default).
+    """
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, str]] = []
+
+    def _keep(self, level: str, message: str, *args: object) -> None:
+        self.records.append((level, message % args))
+
+    def debug(self, message: str, *args: object) -> None:
+        self._keep("debug", message, *args)
+
+    def info(self, message: str, *args: object) -> None:
+        self._keep("info", message, *args)
+
+    def warning(self, message: str, *args: object) -> None:
+        self._keep("warning", message, *args)
+
+    @property
+    def lines(self) -> list[str]:
+        """Every line, all levels."""
+        return [line for _, line in self.records]
+
+    def at(self, level: str) -> list[str]:
+        """The lines of one level."""
+        return [line for kept, line in self.records if kept == level]
+
+
 # -- secret scans ------------------------------------------------------------------------------------
 
 
