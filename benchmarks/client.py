@@ -16,6 +16,8 @@ Modes:
 * ``poll``: a bare aiohttp poller, one shared session: a plain GET without ``state``, then
   ``sleep(interval)``, until the state is final. The cheapest interval poller one can write; not
   what Airflow's own triggers do.
+* ``held-get``: the floor of any long-polling client: per wait one GET with ``state=completed`` on
+  the bare shared session, held by the server, asked again only when a hold ends unfinished.
 * ``http-trigger``: Airflow's ``HttpSensorTrigger`` (apache-airflow-providers-http), what a
   deferrable ``HttpSensor`` runs: a new ``ClientSession`` and a connection lookup per poll, firing on
   the first answer that is not a 404. It polls the generation's video URL on the simulator's CDN
@@ -63,9 +65,11 @@ def _socket_fds() -> tuple[int, int]:
 class Sampler(threading.Thread):
     """Peak RSS (every 0.1 s) and peak open sockets (every 0.5 s); its own CPU time is reported apart."""
 
-    def __init__(self) -> None:
+    def __init__(self, cpu_series: bool = False) -> None:
         super().__init__(name="bench-sampler", daemon=True)
         self.process = psutil.Process()
+        #: With ``cpu_series``: (time, the process's CPU seconds without this thread's) every second.
+        self.cpu_series: list[tuple[float, float]] | None = [] if cpu_series else None
         self.stop_event = threading.Event()
         self.peak_rss = self.process.memory_info().rss
         self.peak_sockets, self.peak_fds = _socket_fds()
@@ -76,6 +80,8 @@ class Sampler(threading.Thread):
         while not self.stop_event.wait(0.1):
             self.peak_rss = max(self.peak_rss, self.process.memory_info().rss)
             tick += 1
+            if self.cpu_series is not None and tick % 10 == 0:
+                self.cpu_series.append((time.time(), _cpu_seconds() - time.thread_time()))
             if tick % 5 == 0:
                 sockets, fds = _socket_fds()
                 self.peak_sockets = max(self.peak_sockets, sockets)
@@ -109,15 +115,15 @@ async def _poll_wait(
     statuses: list[str],
     errors: list[int],
     delay: float,
+    held: bool = False,
 ) -> None:
     if delay:
         await asyncio.sleep(delay)
     timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=60)
+    params = {"generation_id": generation_id, **({"state": "completed"} if held else {})}
     while True:
         try:
-            async with session.get(
-                url, params={"generation_id": generation_id}, headers=headers, timeout=timeout
-            ) as response:
+            async with session.get(url, params=params, headers=headers, timeout=timeout) as response:
                 body = await response.json() if response.status == 200 else {}
             state = body.get("state")
             if state in FINAL_STATES:
@@ -171,7 +177,19 @@ async def _run_waits(config: dict[str, Any], ids: list[str], ends: list[float], 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         tasks = [
             asyncio.create_task(
-                _poll_wait(session, url, headers, g, float(config["interval"]), i, ends, statuses, errors, i * stagger)
+                _poll_wait(
+                    session,
+                    url,
+                    headers,
+                    g,
+                    float(config["interval"]),
+                    i,
+                    ends,
+                    statuses,
+                    errors,
+                    i * stagger,
+                    held=config["mode"] == "held-get",
+                )
             )
             for i, g in enumerate(ids)
         ]
@@ -200,7 +218,7 @@ async def _main(config: dict[str, Any]) -> None:
     ends = [0.0] * len(ids)
     statuses = [""] * len(ids)
 
-    sampler = Sampler()
+    sampler = Sampler(cpu_series=bool(config.get("cpu_series")))
     sampler.start()
     cpu_start = _cpu_seconds()
     started = time.time()
@@ -224,6 +242,7 @@ async def _main(config: dict[str, Any]) -> None:
         "fd_limit": __import__("resource").getrlimit(__import__("resource").RLIMIT_NOFILE)[0],
         "ends": ends,
         "statuses": statuses,
+        **({"cpu_series": sampler.cpu_series} if sampler.cpu_series is not None else {}),
         **extras,
     }
     print("RESULT " + json.dumps(result), flush=True)

@@ -74,6 +74,9 @@ class Scenario:
     interval: float = 0.0  # compressed poll interval
     universal: bool = False  # universal (luma/ray-2) generations instead of luma-ai ones
     extras: dict[str, Any] = field(default_factory=dict)  # more connection extras (e.g. a call budget)
+    #: Generation lengths spread evenly over this window (seconds after creation) instead of [T/2, 3T/2].
+    window: tuple[float, float] | None = None
+    stagger: bool = True  # waits start spread over one hold (a triggerer's steady state), or all at once
 
     @property
     def hold(self) -> float:
@@ -93,6 +96,7 @@ class Bench:
         self.sim = sim
         self.session = session
         self.work = Path(tempfile.mkdtemp(prefix="luma-bench-"))
+        self.extra_env: dict[str, str] = {}  # e.g. the Redis connection of the shared budget's row
 
     async def _post(self, path: str, body: dict[str, Any]) -> Any:
         async with self.session.post(self.sim.base_url + path, json=body) as response:
@@ -147,7 +151,8 @@ class Bench:
         if not scenario.burst:
             # Completions spread evenly over [T/2, 3T/2] after creation (SPREAD_STEPS scripted durations),
             # as for generations started at random times: about N/T completions per second.
-            durations = [t / 2 + t * j / SPREAD_STEPS for j in range(SPREAD_STEPS)]
+            low, high = scenario.window or (t / 2, 3 * t / 2)
+            durations = [low + (high - low) * j / SPREAD_STEPS for j in range(SPREAD_STEPS)]
             for j, duration in enumerate(durations):
                 await self._post(
                     "/_sim/script", {"prompt_contains": f"[s{j}]", "queued_seconds": 0, "dreaming_seconds": duration}
@@ -191,6 +196,7 @@ class Bench:
                 "AIRFLOW_HOME": str(self.work / "airflow-home"),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                 "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+                **self.extra_env,
             }
         )
         return env
@@ -209,7 +215,7 @@ class Bench:
             "api_key": API_KEY,
             "deadline_seconds": scenario.generation_seconds * 3 + 120 + scenario.interval * 2,
             # Spread case: starts staggered over one hold (a triggerer's steady state); burst: all at once.
-            "stagger_seconds": 0.0 if scenario.burst else scenario.hold,
+            "stagger_seconds": scenario.hold if scenario.stagger and not scenario.burst else 0.0,
         }
         process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -351,6 +357,28 @@ def scenarios_for(n: int, args: argparse.Namespace) -> list[Scenario]:
     return out
 
 
+#: Issue 23's real-time case: generations completing 20-30 s after each wait starts (the creates of
+#: 1,000 take under 3 s, so 23-30 s after creation), all waits started at once: one held long poll per
+#: wait, while a 5 s poller makes 5-6 calls. No time compression: compression shrinks the poller's calls.
+COST_WINDOW = (23.0, 30.0)
+
+
+def cost_scenarios(args: argparse.Namespace) -> list[Scenario]:
+    """Issue 23's CPU-per-wait rows in real time: ours, the bare held-GET floor, a bare 5 s poller (Redis budget)."""
+    n = 100 if args.quick else args.cost_n
+    t = sum(COST_WINDOW) / 2
+    common = {"window": COST_WINDOW, "stagger": False}
+    out = [
+        Scenario(n, 1.0, t, "real-time long-poll", "trigger", **common),
+        Scenario(n, 1.0, t, "real-time held GET", "held-get", **common),
+        Scenario(n, 1.0, t, "real-time bare poll 5s", "poll", interval=5.0, **common),
+    ]
+    if args.redis_conn:
+        budget = {"max_calls_per_second": 1000.0, "max_call_burst": 1000, "budget_redis_conn_id": args.redis_conn}
+        out.append(Scenario(n, 1.0, t, "real-time long-poll, Redis budget", "trigger", extras=budget, **common))
+    return out
+
+
 def budget_scenario(args: argparse.Namespace) -> Scenario:
     """
     Issue 12's budget target: 1,000 universal waits (no time compression, 10 s polls) with
@@ -397,6 +425,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model-waits", type=int, default=100_000, help="waits in the virtual-time model")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--no-budget", action="store_true", help="skip the universal-endpoint budget scenario")
+    p.add_argument("--no-cost", action="store_true", help="skip the real-time CPU-per-wait rows (issue 23)")
+    p.add_argument("--cost-n", type=int, default=1000, help="waits of the real-time CPU-per-wait rows")
+    p.add_argument("--redis-conn", default=None, help=argparse.SUPPRESS)  # set by main when redis-server exists
     p.add_argument("--max-calls-per-second", type=float, default=None, help="budget extra passed to the connection")
     p.add_argument("--max-call-burst", type=int, default=None, help="burst extra passed to the connection")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS.md"), help="the Markdown report")
@@ -418,9 +449,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 async def run_waits(args: argparse.Namespace) -> tuple[list[Outcome], dict[str, float]]:
     sim = SimulatorProcess(REAL_HOLD / args.factor)
     outcomes: list[Outcome] = []
+    redis = _redis_for_the_budget_row(args)
     try:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200)) as session:
             bench = Bench(args, sim, session)
+            if redis is not None:
+                bench.extra_env[f"AIRFLOW_CONN_{args.redis_conn.upper()}"] = redis.connection_json()
             rtt = await bench.loopback_round_trip()
             print(f"loopback round trip: p50 {rtt['p50_ms']:.3f} ms, p99 {rtt['p99_ms']:.3f} ms", flush=True)
             for run in range(args.runs):
@@ -437,6 +471,18 @@ async def run_waits(args: argparse.Namespace) -> tuple[list[Outcome], dict[str, 
                             + f" ({time.monotonic() - started:.0f} s)",
                             flush=True,
                         )
+            if not args.no_cost:
+                for run in range(args.runs):  # the variants alternate: ratios of one run, on one machine state
+                    for scenario in cost_scenarios(args):
+                        outcome = await bench.run(scenario)
+                        outcome.row["run"] = run + 1
+                        outcomes.append(outcome)
+                        row = outcome.row
+                        print(
+                            f"cost run {run + 1} {scenario.variant:<34} CPU ms/wait={fmt(row['CPU ms/wait'])} "
+                            f"calls/wait={fmt(row['calls/wait'])} p99 ms={fmt(row['p99 ms'])} ok={row['ok']}",
+                            flush=True,
+                        )
             if not args.no_budget:
                 outcome = await bench.run(budget_scenario(args))
                 outcome.row["run"] = 1
@@ -444,7 +490,23 @@ async def run_waits(args: argparse.Namespace) -> tuple[list[Outcome], dict[str, 
                 print(f"budget scenario: {outcome.row}", flush=True)
     finally:
         sim.stop()
+        if redis is not None:
+            redis.stop()
     return outcomes, rtt
+
+
+def _redis_for_the_budget_row(args: argparse.Namespace) -> Any:
+    """A redis-server of the run's own for the shared budget's real-time row, or ``None`` (the row is left out)."""
+    import shutil
+
+    binary = shutil.which("redis-server")
+    if args.no_cost or binary is None:
+        print("redis-server not installed: the Redis budget's real-time row is left out", flush=True)
+        return None
+    from tests.support.redis_server import RedisServer
+
+    args.redis_conn = "luma_budget_bench"
+    return RedisServer(binary).start()
 
 
 def _part(name: str, function: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
