@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from airflow.providers.common.compat.sdk import AirflowSensorTimeout, AirflowSkipException
+from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSensorTimeout, AirflowSkipException
 
 from airflow_provider_luma import outcome
 from airflow_provider_luma.errors import LumaConfigurationError, LumaError, LumaNotFoundError, LumaWaitTimeoutError
@@ -61,13 +61,16 @@ CANCEL_SECONDS = 20.0
 #: from: the provider's own (:func:`~airflow_provider_luma.outcome.settle`) and Airflow's sensor time-out.
 DEADLINE_ERRORS: tuple[type[BaseException], ...] = (LumaWaitTimeoutError, AirflowSensorTimeout)
 #: How Airflow's sensor time-out message starts: also that of the skip which replaces it under
-#: ``soft_fail``, raised from nothing (2.11.2 ``airflow/sensors/base.py:318``, 3.3.2
-#: ``airflow/sdk/bases/sensor.py:236``).
+#: ``soft_fail``, raised from nothing (2.11.2 ``airflow/sensors/base.py:319``, 3.3.2
+#: ``airflow/sdk/bases/sensor.py:237``).
 AIRFLOW_SENSOR_TIMEOUT_TEXT = "Sensor has timed out"
 #: The ``error`` a deferral time-out resumes the task with (``next_method`` ``__fail__``): Airflow 3's
 #: ``TriggerFailureReason.TRIGGER_TIMEOUT`` (3.3.2 ``airflow/sdk/bases/operator.py:124``), Airflow
 #: 2.11's scheduler's (2.11.2 ``airflow/jobs/scheduler_job_runner.py:2087``).
 DEFERRAL_TIMEOUT_ERRORS = frozenset({"Trigger timeout", "Trigger/execution timeout"})
+#: The errors Airflow never retries a task after (3.3.2 ``airflow/sdk/execution_time/task_runner.py:1636``,
+#: 2.11.2 ``airflow/models/taskinstance.py:320``; a skip is no failure).
+FINAL_ERRORS: tuple[type[BaseException], ...] = (AirflowFailException, AirflowSensorTimeout, AirflowSkipException)
 #: Links of ``raise ... from ...`` followed back from the task's error.
 MAX_CAUSES = 8
 #: The ``next_method`` Airflow resumes a deferred task with when its trigger crashed or its deferral timed out.
@@ -193,6 +196,22 @@ def ended_at_deadline(error: BaseException) -> bool:
     return False
 
 
+def retried(error: BaseException, ti: Any) -> bool:
+    """
+    Whether Airflow retries the task after ``error``: not after :data:`FINAL_ERRORS`, else while
+    ``max_tries != 0 and try_number <= max_tries`` (3.3.2
+    ``airflow/api_fastapi/execution_api/routes/task_instances.py:1292-1301``, 2.11.2
+    ``TaskInstance.is_eligible_to_retry``). A task instance that does not say is not retried. A retry
+    policy (Airflow 3.3) may still fail the task: then nothing is cancelled, as without ``cancel_on_kill``.
+    """
+    if isinstance(error, FINAL_ERRORS):
+        return False
+    try_number, max_tries = getattr(ti, "try_number", None), getattr(ti, "max_tries", None)
+    if not isinstance(try_number, int) or not isinstance(max_tries, int):
+        return False
+    return max_tries != 0 and try_number <= max_tries
+
+
 def _not_cancelled(ref: GenerationRef, error: LumaError) -> None:
     if isinstance(error, LumaNotFoundError):
         log.info("Luma generation %s no longer exists: nothing to cancel.", ref.id)
@@ -203,7 +222,8 @@ def _not_cancelled(ref: GenerationRef, error: LumaError) -> None:
 class CancelOnKill:
     """
     The worker half of ``cancel_on_kill``: :meth:`watch_for_kill` once the generations exist;
-    Airflow's ``on_kill`` then cancels them if the task was marked failed.
+    Airflow's ``on_kill`` then cancels them if the task was marked failed. And at the deadline:
+    :meth:`cancelling_at_deadline` around ``execute`` (each operator) and :meth:`resume_execution`.
     """
 
     cancel_on_kill: bool = False
@@ -224,18 +244,28 @@ class CancelOnKill:
             log.info("Task marked failed: cancelled Luma generation(s) %s.", ", ".join(cancelled) or "none")
 
     @contextmanager
-    def cancelling_at_deadline(self, target: Target, *, reached: bool = False) -> Iterator[None]:
+    def cancelling_at_deadline(self, context: Any, target: Target, *, reached: bool = False) -> Iterator[None]:
         """
         With ``cancel_on_kill``: when the block ends the task because its wait reached its deadline
-        (:func:`ended_at_deadline`, or ``reached``), cancel the unfinished generations of ``target()``
-        (``(hook, generations)``, asked only then), and let the same error go on. Nothing of the
-        cancel is raised: its errors are logged.
+        (:func:`ended_at_deadline`, or ``reached``), and for good (:func:`retried`: a retry waits for
+        the same generations), cancel the unfinished generations of ``target()`` (``(hook,
+        generations)``, asked only then), and let the same error go on. Nothing of the cancel is
+        raised: its errors are logged.
         """
         try:
             yield
         except BaseException as error:
             if self.cancel_on_kill and (reached or ended_at_deadline(error)):
-                _cancel_at_deadline(target)
+                ti: Any = context.get("ti") if isinstance(context, Mapping) else None
+                if retried(error, ti):
+                    log.info(
+                        "The wait reached its deadline, but Airflow retries the task (try %s of %s follows, waiting "
+                        "for the same generation): not cancelling.",
+                        ti.try_number + 1,
+                        ti.max_tries + 1,
+                    )
+                else:
+                    _cancel_at_deadline(target)
             raise
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Any) -> Any:
@@ -244,7 +274,11 @@ class CancelOnKill:
         deferral time-out): the deadline cancels here as in ``execute`` (:meth:`cancelling_at_deadline`).
         """
         reached = next_method == TRIGGER_FAILED_METHOD and (next_kwargs or {}).get("error") in DEFERRAL_TIMEOUT_ERRORS
-        with self.cancelling_at_deadline(lambda: self.resumed_generations(context, next_kwargs or {}), reached=reached):
+
+        def target() -> tuple[LumaHook, list[Any]]:
+            return self.resumed_generations(context, next_kwargs or {})
+
+        with self.cancelling_at_deadline(context, target, reached=reached):
             return super().resume_execution(next_method, next_kwargs, context)  # type: ignore[misc]
 
     def resumed_generations(self, context: Any, next_kwargs: Mapping[str, Any]) -> tuple[LumaHook, list[Any]]:

@@ -273,7 +273,7 @@ class LumaGenerateVideoOperator(cancel.CancelOnKill, LumaVideoLinks, BaseOperato
         generation = self._reusable_generation(context, body) or self._submit(context, body)
         self.watch_for_kill(context, self.hook, [generation.ref])
         # A sync wait that reaches wait_timeout (or a create answer past it) cancels with cancel_on_kill.
-        at_deadline = self.cancelling_at_deadline(lambda: (self.hook, [generation.ref]))
+        at_deadline = self.cancelling_at_deadline(context, lambda: (self.hook, [generation.ref]))
         with self._no_second_payment(context, generation.id), at_deadline:
             if not self.wait_for_completion:
                 result = self._result(generation, body)  # storable, checked: only then is the record forgotten

@@ -148,7 +148,7 @@ class LumaGenerationSensor(cancel.CancelOnKill, LumaVideoLinks, BaseSensorOperat
         refs = self._resolve_ids(resolve=True)
         self.watch_for_kill(context, self.hook, refs)
         # At the deadline (Airflow's in poke and reschedule mode, the first check's), cancel_on_kill cancels.
-        with self.cancelling_at_deadline(lambda: (self.hook, refs)):
+        with self.cancelling_at_deadline(context, lambda: (self.hook, refs)):
             if not self.deferrable:
                 return super().execute(context)
             return self._check_then_defer(refs)

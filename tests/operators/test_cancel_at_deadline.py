@@ -35,10 +35,10 @@ from airflow_provider_luma.operators.luma import LumaGenerateVideoOperator
 from airflow_provider_luma.sensors.luma import LumaGenerationSensor
 from airflow_provider_luma.testing import LumaSimulator
 from tests.support.connection import connection_json
-from tests.support.dag_runner import run_dag_source
+from tests.support.dag_runner import SUBMIT_TASK, run_dag_source
 from tests.support.events import the_event
 from tests.support.logs import logged_text
-from tests.support.tasks import TaskStateStore, task_context
+from tests.support.tasks import FakeTaskInstance, TaskStateStore, task_context
 
 #: The ``error`` Airflow resumes a task with when its deferral timed out (see cancel.DEFERRAL_TIMEOUT_ERRORS).
 DEFERRAL_TIMEOUT = "Trigger/execution timeout" if version("apache-airflow").startswith("2.") else "Trigger timeout"
@@ -93,7 +93,7 @@ def without_ids(error: BaseException, *ids: str) -> tuple[type, str]:
 # -- the generate operator ----------------------------------------------------------------------------
 
 
-def test_a_deferred_generate_task_cancels_at_wait_timeout_with_the_same_error(luma, caplog, capsys):
+def test_a_deferred_generate_task_cancels_at_wait_timeout_with_the_same_error(luma, caplog):
     errors = {}
     for cancel_on_kill in (False, True):
         context = task_context(store=TaskStateStore())  # Airflow 3.3+: the time-out itself fails the task
@@ -103,7 +103,9 @@ def test_a_deferred_generate_task_cancels_at_wait_timeout_with_the_same_error(lu
     kept, cancelled = errors[False][1], errors[True][1]
     assert deleted(luma) == [cancelled]
     assert without_ids(errors[True][0], cancelled) == without_ids(errors[False][0], kept)
-    assert CANCELLED.format(cancelled) in logged_text(caplog, capsys)
+    # One INFO line says what the deadline cancelled.
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if "reached its deadline" in r.getMessage()]
+    assert lines == [("INFO", CANCELLED.format(cancelled))]
 
 
 def test_a_sync_wait_cancels_at_wait_timeout_with_the_same_error(luma):
@@ -131,6 +133,20 @@ def test_a_generation_finished_by_the_time_of_the_cancel_is_never_deleted(luma, 
     assert luma.count("dm_get") > 0
     assert deleted(luma) == []
     assert luma.generation(context["ti"].xcom[GENERATION_ID_XCOM_KEY])["state"] == state
+
+
+def test_a_try_airflow_retries_leaves_the_generation_to_the_retry_the_last_try_cancels(luma, caplog):
+    # Airflow 3.3+ (a task state store): the time-out is retried and the retry reuses the generation.
+    store, retried = TaskStateStore(), "Airflow retries the task (try 2 of 2 follows"
+    for try_number, deletes in ((1, 0), (2, 1)):
+        caplog.clear()
+        context = task_context(store=store, ti=FakeTaskInstance(try_number, max_tries=1))
+        with pytest.raises(LumaWaitTimeoutError, match="Timed out waiting"):
+            defer_then_resume(lambda: generate(wait_timeout=1, cancel_on_kill=True, retries=1), context)
+        assert len(deleted(luma)) == deletes
+        assert (retried in caplog.text) is (try_number == 1)
+    assert luma.count("dm_create") == 1  # the second try waited for the first one's generation
+    assert deleted(luma) == [context["ti"].xcom[GENERATION_ID_XCOM_KEY]]
 
 
 # -- the sensor ---------------------------------------------------------------------------------------
@@ -229,29 +245,25 @@ def test_only_a_wait_s_deadline_counts(error, at_deadline):
 
 # -- a real Airflow: dag.test() defers (the trigger runs in-process) and reschedules --------------------
 
-DEADLINE_DAG = """
+DEADLINE_DAG = (
+    SUBMIT_TASK
+    + """
 import pendulum
-from airflow.providers.common.compat.sdk import DAG, BaseOperator
-from airflow_provider_luma.hooks.luma import LumaHook
+from airflow.providers.common.compat.sdk import DAG
 from airflow_provider_luma.operators.luma import LumaGenerateVideoOperator
 from airflow_provider_luma.sensors.luma import LumaGenerationSensor
 
-class Submit(BaseOperator):
-    def __init__(self, prompt, **kwargs):
-        super().__init__(**kwargs)
-        self.prompt = prompt
-    def execute(self, context):
-        return LumaHook().create_generation(self.prompt).to_dict()
-
 with DAG("luma_deadline_cancel", schedule=None, start_date=pendulum.datetime(2026, 1, 1)):
+    # Retried on Airflow 3.3+ (the retry reuses the generation, and its deadline cancels); not on 2.11.
     LumaGenerateVideoOperator(task_id="generate", prompt="slow generate", model="ray-flash-2", wait_timeout=2,
-                              cancel_on_kill=True)
+                              cancel_on_kill=True, retries=1, retry_delay=0)
     LumaGenerationSensor(task_id="deferred", generation_id=Submit(task_id="submit_1", prompt="slow deferred").output,
                          timeout=2, cancel_on_kill=True)
     LumaGenerationSensor(task_id="rescheduled",
                          generation_id=Submit(task_id="submit_2", prompt="slow rescheduled").output,
                          timeout=2, deferrable=False, mode="reschedule", poke_interval=0.5, cancel_on_kill=True)
 """
+)
 
 
 def test_a_real_airflow_cancels_at_the_deadline_deferred_and_rescheduled(luma, airflow_db):
@@ -260,7 +272,8 @@ def test_a_real_airflow_cancels_at_the_deadline_deferred_and_rescheduled(luma, a
     assert {task: result.task_states[task] for task in ("generate", "deferred", "rescheduled")} == dict.fromkeys(
         ("generate", "deferred", "rescheduled"), "failed"
     )
-    # One generation per task, each deleted once (a deleted generation leaves the simulator's store).
+    # One generation per task (the generate task's retry reused its own), each deleted once (a deleted
+    # generation leaves the simulator's store).
     assert luma.count("dm_create") == 3
     assert len(set(deleted(luma))) == len(deleted(luma)) == 3
     assert luma.generations() == []
