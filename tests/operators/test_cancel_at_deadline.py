@@ -42,6 +42,8 @@ from tests.support.tasks import FakeTaskInstance, TaskStateStore, task_context
 
 #: The ``error`` Airflow resumes a task with when its deferral timed out (see cancel.DEFERRAL_TIMEOUT_ERRORS).
 DEFERRAL_TIMEOUT = "Trigger/execution timeout" if version("apache-airflow").startswith("2.") else "Trigger timeout"
+#: Seconds each wait here may last (its generation stays queued for a minute): it always ends at its deadline.
+DEADLINE = 0.5
 CANCELLED = "The wait reached its deadline: cancelled Luma generation(s) {}."
 
 
@@ -98,7 +100,7 @@ def test_a_deferred_generate_task_cancels_at_wait_timeout_with_the_same_error(lu
     for cancel_on_kill in (False, True):
         context = task_context(store=TaskStateStore())  # Airflow 3.3+: the time-out itself fails the task
         with pytest.raises(LumaWaitTimeoutError, match="Timed out waiting for Luma generation") as failed:
-            defer_then_resume(lambda: generate(wait_timeout=1, cancel_on_kill=cancel_on_kill), context)  # noqa: B023
+            defer_then_resume(lambda: generate(wait_timeout=DEADLINE, cancel_on_kill=cancel_on_kill), context)  # noqa: B023
         errors[cancel_on_kill] = (failed.value, context["ti"].xcom[GENERATION_ID_XCOM_KEY])
     kept, cancelled = errors[False][1], errors[True][1]
     assert deleted(luma) == [cancelled]
@@ -113,7 +115,7 @@ def test_a_sync_wait_cancels_at_wait_timeout_with_the_same_error(luma):
     for cancel_on_kill in (False, True):
         context = task_context()  # no task state store (Airflow 2.11-3.2): failed without retries, from the time-out
         with pytest.raises(AirflowFailException, match="Timed out waiting for Luma generation") as failed:
-            generate(deferrable=False, wait_timeout=1, cancel_on_kill=cancel_on_kill).execute(context)
+            generate(deferrable=False, wait_timeout=DEADLINE, cancel_on_kill=cancel_on_kill).execute(context)
         assert isinstance(failed.value.__cause__, LumaWaitTimeoutError)
         errors[cancel_on_kill] = (failed.value, context["ti"].xcom[GENERATION_ID_XCOM_KEY])
     kept, cancelled = errors[False][1], errors[True][1]
@@ -129,7 +131,7 @@ def test_a_generation_finished_by_the_time_of_the_cancel_is_never_deleted(luma, 
         luma.set_state(context["ti"].xcom[GENERATION_ID_XCOM_KEY], state)
 
     with pytest.raises(LumaWaitTimeoutError, match="Timed out waiting"):
-        defer_then_resume(lambda: generate(wait_timeout=1, cancel_on_kill=True), context, finish_it)
+        defer_then_resume(lambda: generate(wait_timeout=DEADLINE, cancel_on_kill=True), context, finish_it)
     assert luma.count("dm_get") > 0
     assert deleted(luma) == []
     assert luma.generation(context["ti"].xcom[GENERATION_ID_XCOM_KEY])["state"] == state
@@ -142,7 +144,7 @@ def test_a_try_airflow_retries_leaves_the_generation_to_the_retry_the_last_try_c
         caplog.clear()
         context = task_context(store=store, ti=FakeTaskInstance(try_number, max_tries=1))
         with pytest.raises(LumaWaitTimeoutError, match="Timed out waiting"):
-            defer_then_resume(lambda: generate(wait_timeout=1, cancel_on_kill=True, retries=1), context)
+            defer_then_resume(lambda: generate(wait_timeout=DEADLINE, cancel_on_kill=True, retries=1), context)
         assert len(deleted(luma)) == deletes
         assert (retried in caplog.text) is (try_number == 1)
     assert luma.count("dm_create") == 1  # the second try waited for the first one's generation
@@ -156,14 +158,16 @@ def test_a_try_airflow_retries_leaves_the_generation_to_the_retry_the_last_try_c
 def test_a_deferred_sensor_cancels_at_its_timeout(luma, soft_fail, error):
     generation = LumaHook().create_generation("slow fox")
     with pytest.raises(error):
-        defer_then_resume(lambda: sensor(generation.id, timeout=1, soft_fail=soft_fail), task_context())
+        defer_then_resume(lambda: sensor(generation.id, timeout=DEADLINE, soft_fail=soft_fail), task_context())
     assert deleted(luma) == [generation.id]
 
 
 @pytest.mark.parametrize(("soft_fail", "error"), [(False, AirflowSensorTimeout), (True, AirflowSkipException)])
 def test_airflow_s_own_sensor_timeout_in_poke_mode_cancels(luma, soft_fail, error):
     generation = LumaHook().create_generation("slow fox")
-    poking = sensor(generation.id, timeout=1, deferrable=False, mode="poke", poke_interval=0.2, soft_fail=soft_fail)
+    poking = sensor(
+        generation.id, timeout=DEADLINE, deferrable=False, mode="poke", poke_interval=0.1, soft_fail=soft_fail
+    )
     with pytest.raises(error, match="Sensor has timed out"):  # Airflow's BaseSensorOperator.execute says so
         poking.execute(task_context())
     assert deleted(luma) == [generation.id]
@@ -171,11 +175,13 @@ def test_airflow_s_own_sensor_timeout_in_poke_mode_cancels(luma, soft_fail, erro
 
 def test_a_sensor_without_cancel_on_kill_deletes_nothing_at_its_timeout(luma):
     generation = LumaHook().create_generation("slow fox")
-    poking = sensor(generation.id, timeout=1, deferrable=False, mode="poke", poke_interval=0.2, cancel_on_kill=False)
+    poking = sensor(
+        generation.id, timeout=DEADLINE, deferrable=False, mode="poke", poke_interval=0.1, cancel_on_kill=False
+    )
     with pytest.raises(AirflowSensorTimeout):
         poking.execute(task_context())
     with pytest.raises(AirflowSensorTimeout):
-        defer_then_resume(lambda: sensor(generation.id, timeout=1, cancel_on_kill=False), task_context())
+        defer_then_resume(lambda: sensor(generation.id, timeout=DEADLINE, cancel_on_kill=False), task_context())
     assert luma.count("dm_get") > 0
     assert deleted(luma) == []
 
@@ -191,7 +197,7 @@ def test_a_failing_cancel_leaves_the_timeout_error_as_it_was(luma, monkeypatch, 
             monkeypatch.delenv("AIRFLOW_CONN_LUMA_DEFAULT")
 
     with pytest.raises(AirflowSensorTimeout, match="Timed out waiting for Luma generation"):
-        defer_then_resume(lambda: sensor(generation.id, timeout=1), task_context(), break_the_cancel)
+        defer_then_resume(lambda: sensor(generation.id, timeout=DEADLINE), task_context(), break_the_cancel)
     text = logged_text(caplog, capsys)
     if failure == "the DELETE is refused":
         assert luma.count("dm_delete") == 1
@@ -210,7 +216,11 @@ def test_the_deferral_timeout_cancels_a_crashed_trigger_does_not(luma, kind, err
     generation = LumaHook().create_generation("slow fox")
     context = task_context()
     context["ti"].xcom[GENERATION_ID_XCOM_KEY] = generation.id  # what the generate task pushed before deferring
-    task = sensor(generation.id, timeout=1) if kind == "sensor" else generate(wait_timeout=1, cancel_on_kill=True)
+    task = (
+        sensor(generation.id, timeout=DEADLINE)
+        if kind == "sensor"
+        else generate(wait_timeout=DEADLINE, cancel_on_kill=True)
+    )
     with pytest.raises(AirflowException, match=re.escape(error)):
         task.resume_execution("__fail__", {"error": error}, context)
     assert deleted(luma) == [generation.id] * deletes
@@ -255,13 +265,13 @@ from airflow_provider_luma.sensors.luma import LumaGenerationSensor
 
 with DAG("luma_deadline_cancel", schedule=None, start_date=pendulum.datetime(2026, 1, 1)):
     # Retried on Airflow 3.3+ (the retry reuses the generation, and its deadline cancels); not on 2.11.
-    LumaGenerateVideoOperator(task_id="generate", prompt="slow generate", model="ray-flash-2", wait_timeout=2,
+    LumaGenerateVideoOperator(task_id="generate", prompt="slow generate", model="ray-flash-2", wait_timeout=1,
                               cancel_on_kill=True, retries=1, retry_delay=0)
     LumaGenerationSensor(task_id="deferred", generation_id=Submit(task_id="submit_1", prompt="slow deferred").output,
-                         timeout=2, cancel_on_kill=True)
+                         timeout=1, cancel_on_kill=True)
     LumaGenerationSensor(task_id="rescheduled",
                          generation_id=Submit(task_id="submit_2", prompt="slow rescheduled").output,
-                         timeout=2, deferrable=False, mode="reschedule", poke_interval=0.5, cancel_on_kill=True)
+                         timeout=1, deferrable=False, mode="reschedule", poke_interval=0.5, cancel_on_kill=True)
 """
 )
 
