@@ -188,9 +188,9 @@ class LumaGenerateVideoOperator(cancel.CancelOnKill, LumaVideoLinks, BaseOperato
     :param cancel_on_kill: Cancel the generation (Luma's ``DELETE``) when a user marks the task failed
         while it waits: in the worker (``on_kill``), or while deferred on Airflow 3.3+ (the trigger's
         ``on_kill``); and when the wait reaches ``wait_timeout``, deferred or not (in the worker, as
-        the time-out fails the task). Never on clear or mark-success, never once ``completed`` or
-        ``failed``. Needs a connection to Luma's own API (the AI/ML API has no cancel). Default
-        ``False``: a kill keeps the paid video.
+        the time-out fails the task; on a try Airflow retries, the retry waits for it instead). Never
+        on clear or mark-success, never once ``completed`` or ``failed``. Needs a connection to Luma's
+        own API (the AI/ML API has no cancel). Default ``False``: a kill keeps the paid video.
     """
 
     template_fields: Sequence[str] = (*_CREATE_FIELDS, "luma_conn_id")
@@ -272,7 +272,7 @@ class LumaGenerateVideoOperator(cancel.CancelOnKill, LumaVideoLinks, BaseOperato
         cancel.require_cancel(self.hook, self.cancel_on_kill)  # before paying
         generation = self._reusable_generation(context, body) or self._submit(context, body)
         self.watch_for_kill(context, self.hook, [generation.ref])
-        # A sync wait that reaches wait_timeout (or a create answer past it) cancels with cancel_on_kill.
+        # A sync wait that reaches wait_timeout cancels with cancel_on_kill (a deferred one: resume_execution).
         at_deadline = self.cancelling_at_deadline(context, lambda: (self.hook, [generation.ref]))
         with self._no_second_payment(context, generation.id), at_deadline:
             if not self.wait_for_completion:
