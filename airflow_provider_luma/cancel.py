@@ -1,5 +1,6 @@
 """
-``cancel_on_kill``: cancel a Luma generation when a user marks its task failed, never otherwise.
+``cancel_on_kill``: cancel a Luma generation when a user marks its task failed or its wait reaches its
+deadline, never otherwise.
 
 Airflow calls the same hook for very different things, and says which only through the task
 instance's state once it has acted:
@@ -21,6 +22,16 @@ cancels. Mark-success (``success``), clear (``None``/``restarting``: the next tr
 generation), a worker shutdown or an ``execution_timeout`` (still ``running``) never do, nor a
 generation already ``completed`` or ``failed`` (it is fetched first). When the state cannot be read,
 nothing is cancelled: a kill must never silently delete a user's paid video.
+
+**At the deadline** (:meth:`CancelOnKill.cancelling_at_deadline`): the task cancels too, in the worker,
+where the wait's time-out becomes the task's error (:func:`ended_at_deadline`), the same code for
+every mode and Airflow version: the provider's own wait ending ``timeout`` (the sensor's ``timeout``,
+the generate operator's ``wait_timeout``; a sync wait, the check before deferring, or the trigger's
+``timeout`` event in ``execute_complete``), Airflow's sensor time-out in ``poke`` and ``reschedule``
+mode (raised after a poke in ``BaseSensorOperator.execute``: 3.3.2 ``airflow/sdk/bases/sensor.py:234-243``,
+2.11.2 ``airflow/sensors/base.py:316-326``), and the deferral time-out Airflow fires when no trigger
+delivered an event (:data:`DEFERRAL_TIMEOUT_ERRORS`). With ``soft_fail`` too (the task is skipped,
+the generation cancelled all the same). The error the task ends with stays what it was.
 """
 
 from __future__ import annotations
@@ -28,10 +39,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
-from airflow_provider_luma.errors import LumaConfigurationError, LumaError, LumaNotFoundError
+from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSensorTimeout, AirflowSkipException
+
+from airflow_provider_luma import outcome
+from airflow_provider_luma.errors import LumaConfigurationError, LumaError, LumaNotFoundError, LumaWaitTimeoutError
 from airflow_provider_luma.hooks.dream_machine import cancel_unfinished_plan
 from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.models import GenerationRef
@@ -42,6 +57,27 @@ log = logging.getLogger(__name__)
 CANCELLING_STATES = frozenset({"failed"})
 #: Seconds the cancel (its fetch and its DELETE) may take; Airflow bounds a trigger's ``on_kill`` at 30 s.
 CANCEL_SECONDS = 20.0
+#: The errors a wait that reached its deadline ends the task with, or that the task's error was raised
+#: from: the provider's own (:func:`~airflow_provider_luma.outcome.settle`) and Airflow's sensor time-out.
+DEADLINE_ERRORS: tuple[type[BaseException], ...] = (LumaWaitTimeoutError, AirflowSensorTimeout)
+#: How Airflow's sensor time-out message starts: also that of the skip which replaces it under
+#: ``soft_fail``, raised from nothing (2.11.2 ``airflow/sensors/base.py:319``, 3.3.2
+#: ``airflow/sdk/bases/sensor.py:237``).
+AIRFLOW_SENSOR_TIMEOUT_TEXT = "Sensor has timed out"
+#: The ``error`` a deferral time-out resumes the task with (``next_method`` ``__fail__``): Airflow 3's
+#: ``TriggerFailureReason.TRIGGER_TIMEOUT`` (3.3.2 ``airflow/sdk/bases/operator.py:124``), Airflow
+#: 2.11's scheduler's (2.11.2 ``airflow/jobs/scheduler_job_runner.py:2087``).
+DEFERRAL_TIMEOUT_ERRORS = frozenset({"Trigger timeout", "Trigger/execution timeout"})
+#: The errors Airflow never retries a task after (3.3.2 ``airflow/sdk/execution_time/task_runner.py:1636``,
+#: 2.11.2 ``airflow/models/taskinstance.py:320``; a skip is no failure).
+FINAL_ERRORS: tuple[type[BaseException], ...] = (AirflowFailException, AirflowSensorTimeout, AirflowSkipException)
+#: Links of ``raise ... from ...`` followed back from the task's error.
+MAX_CAUSES = 8
+#: The ``next_method`` Airflow resumes a deferred task with when its trigger crashed or its deferral timed out.
+TRIGGER_FAILED_METHOD = "__fail__"
+
+#: What a deadline cancels, asked only when it comes: ``(hook, generations)``.
+Target = Callable[[], tuple[LumaHook, Iterable[Any]]]
 
 
 def require_cancel(hook: LumaHook, cancel_on_kill: bool) -> None:
@@ -113,7 +149,7 @@ def _judged(read: bool, state: str | None) -> bool:
     return False
 
 
-def cancel_unfinished(hook: LumaHook, refs: Iterable[GenerationRef]) -> list[str]:
+def cancel_unfinished(hook: LumaHook, refs: Iterable[Any]) -> list[str]:
     """
     Cancel each generation of ``refs`` that is not finished yet (``completed`` and ``failed`` are
     left alone, see :func:`~airflow_provider_luma.hooks.dream_machine.cancel_unfinished_plan`); the
@@ -142,6 +178,40 @@ async def acancel_unfinished(hook: LumaHook, refs: Iterable[GenerationRef]) -> l
     return cancelled
 
 
+def ended_at_deadline(error: BaseException) -> bool:
+    """
+    Whether ``error``, the task's error, says its wait reached its deadline: it is (or was raised from,
+    as Airflow's ``soft_fail`` skip and the operator's no-retry failure are) one of :data:`DEADLINE_ERRORS`,
+    or it is Airflow's own ``soft_fail`` skip at the sensor's time-out (:data:`AIRFLOW_SENSOR_TIMEOUT_TEXT`).
+    """
+    if isinstance(error, AirflowSkipException) and str(error).startswith(AIRFLOW_SENSOR_TIMEOUT_TEXT):
+        return True
+    cause: BaseException | None = error
+    for _ in range(MAX_CAUSES):
+        if cause is None:
+            break
+        if isinstance(cause, DEADLINE_ERRORS):
+            return True
+        cause = cause.__cause__
+    return False
+
+
+def retried(error: BaseException, ti: Any) -> bool:
+    """
+    Whether Airflow retries the task after ``error``: not after :data:`FINAL_ERRORS`, else while
+    ``max_tries != 0 and try_number <= max_tries`` (3.3.2
+    ``airflow/api_fastapi/execution_api/routes/task_instances.py:1292-1301``, 2.11.2
+    ``TaskInstance.is_eligible_to_retry``). A task instance that does not say is not retried. A retry
+    policy (Airflow 3.3) may still fail the task: then nothing is cancelled, as without ``cancel_on_kill``.
+    """
+    if isinstance(error, FINAL_ERRORS):
+        return False
+    try_number, max_tries = getattr(ti, "try_number", None), getattr(ti, "max_tries", None)
+    if not isinstance(try_number, int) or not isinstance(max_tries, int):
+        return False
+    return max_tries != 0 and try_number <= max_tries
+
+
 def _not_cancelled(ref: GenerationRef, error: LumaError) -> None:
     if isinstance(error, LumaNotFoundError):
         log.info("Luma generation %s no longer exists: nothing to cancel.", ref.id)
@@ -152,7 +222,8 @@ def _not_cancelled(ref: GenerationRef, error: LumaError) -> None:
 class CancelOnKill:
     """
     The worker half of ``cancel_on_kill``: :meth:`watch_for_kill` once the generations exist;
-    Airflow's ``on_kill`` then cancels them if the task was marked failed.
+    Airflow's ``on_kill`` then cancels them if the task was marked failed. And at the deadline:
+    :meth:`cancelling_at_deadline` around ``execute`` (each operator) and :meth:`resume_execution`.
     """
 
     cancel_on_kill: bool = False
@@ -171,3 +242,60 @@ class CancelOnKill:
         if killed_by_mark_failed(ti):
             cancelled = cancel_unfinished(hook, refs)
             log.info("Task marked failed: cancelled Luma generation(s) %s.", ", ".join(cancelled) or "none")
+
+    @contextmanager
+    def cancelling_at_deadline(self, context: Any, target: Target, *, reached: bool = False) -> Iterator[None]:
+        """
+        With ``cancel_on_kill``: when the block ends the task because its wait reached its deadline
+        (:func:`ended_at_deadline`, or ``reached``), and for good (:func:`retried`: a retry waits for
+        the same generations), cancel the unfinished generations of ``target()`` (``(hook,
+        generations)``, asked only then), and let the same error go on. Nothing of the cancel is
+        raised: its errors are logged.
+        """
+        try:
+            yield
+        except BaseException as error:
+            if self.cancel_on_kill and (reached or ended_at_deadline(error)):
+                ti: Any = context.get("ti") if isinstance(context, Mapping) else None
+                if retried(error, ti):
+                    log.info(
+                        "The wait reached its deadline, but Airflow retries the task (try %s of %s follows, waiting "
+                        "for the same generation): not cancelling.",
+                        ti.try_number + 1,
+                        ti.max_tries + 1,
+                    )
+                else:
+                    _cancel_at_deadline(target)
+            raise
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Any) -> Any:
+        """
+        Airflow's entry point after a deferral (``execute_complete`` with the trigger's event, or the
+        deferral time-out): the deadline cancels here as in ``execute`` (:meth:`cancelling_at_deadline`).
+        """
+        reached = next_method == TRIGGER_FAILED_METHOD and (next_kwargs or {}).get("error") in DEFERRAL_TIMEOUT_ERRORS
+
+        def target() -> tuple[LumaHook, list[Any]]:
+            return self.resumed_generations(context, next_kwargs or {})
+
+        with self.cancelling_at_deadline(context, target, reached=reached):
+            return super().resume_execution(next_method, next_kwargs, context)  # type: ignore[misc]
+
+    def resumed_generations(self, context: Any, next_kwargs: Mapping[str, Any]) -> tuple[LumaHook, list[Any]]:
+        """The hook and the generations of a task resumed after its deferral (each operator says)."""
+        raise NotImplementedError
+
+
+def _cancel_at_deadline(target: Target) -> None:
+    """Cancel what ``target()`` names, unless finished; one INFO line says what; errors are logged, never raised."""
+    try:
+        hook, generations = target()
+        cancelled = cancel_unfinished(hook, generations)
+    except Exception as error:
+        log.warning(
+            "Cancelling the Luma generation(s) at the wait's deadline failed (%s): %s",
+            type(error).__name__,
+            outcome.message(str(error)),
+        )
+        return
+    log.info("The wait reached its deadline: cancelled Luma generation(s) %s.", ", ".join(cancelled) or "none")

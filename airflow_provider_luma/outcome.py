@@ -332,7 +332,9 @@ def settle(finished: Finished, *, role: Role, soft_fail: bool = False) -> list[G
         return finished.generations
     text = message(finished.message)
     if soft_fail:
-        raise AirflowSkipException(f"Skipping (soft_fail): {text}")
+        # Raised from the time-out it replaces: the deadline stays known (cancel_on_kill cancels at it).
+        cause = _timed_out(text, role) if finished.status == "timeout" else None
+        raise AirflowSkipException(f"Skipping (soft_fail): {text}") from cause
     if finished.status == "failed":
         if role == "sensor":
             raise AirflowFailException(text)
@@ -343,10 +345,15 @@ def settle(finished: Finished, *, role: Role, soft_fail: bool = False) -> list[G
             failed.id, storable_text(redact(failed.failure_reason or ""), MAX_REASON_BYTES) or None
         )
     if finished.status == "timeout":
-        raise AirflowSensorTimeout(text) if role == "sensor" else LumaWaitTimeoutError(text)
+        raise _timed_out(text, role)
     error = finished.error
     if error is not None:
         error.message = message(error.message)
         error.args = (error.message,)
         raise error
     raise LumaError(text)
+
+
+def _timed_out(text: str, role: Role) -> Exception:
+    """The error of a ``timeout`` ending (:data:`ROLES`)."""
+    return AirflowSensorTimeout(text) if role == "sensor" else LumaWaitTimeoutError(text)

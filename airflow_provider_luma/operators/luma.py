@@ -17,6 +17,7 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_provider_luma import cancel, outcome
+from airflow_provider_luma.cancel import TRIGGER_FAILED_METHOD
 from airflow_provider_luma.create_requests import CREATE_PARAMETERS, CreateRequest, build_create_request
 from airflow_provider_luma.errors import LumaError, LumaGenerationFailedError, LumaInputError, LumaNotFoundError
 from airflow_provider_luma.hooks.luma import LumaHook
@@ -53,8 +54,6 @@ from airflow_provider_luma.waiting import Finished
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
 
-#: The ``next_method`` Airflow resumes a deferred task with when its trigger crashed or its deferral timed out.
-TRIGGER_FAILED_METHOD = "__fail__"
 #: How long the generate operator waits for ``completed`` unless told otherwise.
 DEFAULT_WAIT_TIMEOUT = timedelta(hours=1)
 #: The operator's create parameters: the prompt and every parameter any model takes (one definition).
@@ -188,8 +187,10 @@ class LumaGenerateVideoOperator(cancel.CancelOnKill, LumaVideoLinks, BaseOperato
         state. Default ``False`` (one long poll for ``completed``, the fewest calls).
     :param cancel_on_kill: Cancel the generation (Luma's ``DELETE``) when a user marks the task failed
         while it waits: in the worker (``on_kill``), or while deferred on Airflow 3.3+ (the trigger's
-        ``on_kill``). Never on clear or mark-success, never once ``completed``. Needs a connection to
-        Luma's own API (the AI/ML API has no cancel). Default ``False``: a kill keeps the paid video.
+        ``on_kill``); and when the wait reaches ``wait_timeout``, deferred or not (in the worker, as
+        the time-out fails the task; on a try Airflow retries, the retry waits for it instead). Never
+        on clear or mark-success, never once ``completed`` or ``failed``. Needs a connection to Luma's
+        own API (the AI/ML API has no cancel). Default ``False``: a kill keeps the paid video.
     """
 
     template_fields: Sequence[str] = (*_CREATE_FIELDS, "luma_conn_id")
@@ -271,7 +272,9 @@ class LumaGenerateVideoOperator(cancel.CancelOnKill, LumaVideoLinks, BaseOperato
         cancel.require_cancel(self.hook, self.cancel_on_kill)  # before paying
         generation = self._reusable_generation(context, body) or self._submit(context, body)
         self.watch_for_kill(context, self.hook, [generation.ref])
-        with self._no_second_payment(context, generation.id):
+        # A sync wait that reaches wait_timeout cancels with cancel_on_kill (a deferred one: resume_execution).
+        at_deadline = self.cancelling_at_deadline(context, lambda: (self.hook, [generation.ref]))
+        with self._no_second_payment(context, generation.id), at_deadline:
             if not self.wait_for_completion:
                 result = self._result(generation, body)  # storable, checked: only then is the record forgotten
                 forget_generation(context)
@@ -392,6 +395,11 @@ class LumaGenerateVideoOperator(cancel.CancelOnKill, LumaVideoLinks, BaseOperato
         """
         with self._no_second_payment(context, generation_id or pushed_generation_id(context)):
             return self._finish(context, outcome.read_event(event))
+
+    def resumed_generations(self, context: Context, next_kwargs: Mapping[str, Any]) -> tuple[LumaHook, list[Any]]:
+        """The generation a resumed task waited for (what a deadline cancels): passed on by ``defer``, else its XCom."""
+        generation_id = next_kwargs.get("generation_id") or pushed_generation_id(context)
+        return self.hook, [generation_id] if generation_id else []
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """

@@ -77,8 +77,9 @@ class LumaGenerationSensor(cancel.CancelOnKill, LumaVideoLinks, BaseSensorOperat
         only the log lines change.
     :param cancel_on_kill: Cancel the generations not finished yet (Luma's ``DELETE``) when a user marks
         the task failed: while poking (``on_kill``), or while deferred on Airflow 3.3+ (the trigger's
-        ``on_kill``). Never on clear or mark-success, never a ``completed`` one. Needs a connection to
-        Luma's own API. Default ``False``.
+        ``on_kill``); and when the wait reaches ``timeout``, in every mode (in the worker, as the
+        time-out fails or, with ``soft_fail``, skips the task). Never on clear or mark-success, never a
+        ``completed`` or ``failed`` one. Needs a connection to Luma's own API. Default ``False``.
     :param soft_fail: Skip instead of failing when a generation fails, the wait times out or the API
         reports a permanent error.
     """
@@ -146,8 +147,14 @@ class LumaGenerationSensor(cancel.CancelOnKill, LumaVideoLinks, BaseSensorOperat
         cancel.require_cancel(self.hook, self.cancel_on_kill)
         refs = self._resolve_ids(resolve=True)
         self.watch_for_kill(context, self.hook, refs)
-        if not self.deferrable:
-            return super().execute(context)
+        # At the deadline (Airflow's in poke and reschedule mode, the first check's), cancel_on_kill cancels.
+        with self.cancelling_at_deadline(context, lambda: (self.hook, refs)):
+            if not self.deferrable:
+                return super().execute(context)
+            return self._check_then_defer(refs)
+
+    def _check_then_defer(self, refs: list[GenerationRef]) -> Any:
+        """The deferrable sensor: one quick check, then defer to the trigger until the sensor's deadline."""
         deadline = time.time() + self.timeout
         wait = self.hook.new_wait(refs, self.target_state, deadline=deadline, report_progress=self.report_progress)
         # A quick look, bounded in all and not retried: a transient error or a slow API here is no
@@ -176,6 +183,10 @@ class LumaGenerationSensor(cancel.CancelOnKill, LumaVideoLinks, BaseSensorOperat
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Turn the trigger's event (of this release's schema or 0.2.0's) into the task's result or failure."""
         return self._finish(outcome.read_event(event))
+
+    def resumed_generations(self, context: Context, next_kwargs: Mapping[str, Any]) -> tuple[LumaHook, list[Any]]:
+        """The generations a resumed sensor waited for (what a deadline cancels)."""
+        return self.hook, self._resolve_ids(resolve=True)
 
     def poke(self, context: Context) -> PokeReturnValue:
         """

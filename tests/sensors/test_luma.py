@@ -19,7 +19,7 @@ from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.sensors.luma import DEFERRAL_TIMEOUT_MARGIN, LumaGenerationSensor
 from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
 from tests.support.connection import SENTINEL_KEY, connection_json
-from tests.support.dag_runner import RECORD_TASK, recorded, run_dag_source
+from tests.support.dag_runner import RECORD_TASK, SUBMIT_TASK, recorded, run_dag_source
 from tests.support.logs import logged_text
 from tests.support.polls import timeline_driven_by_polls
 
@@ -145,18 +145,11 @@ def test_an_unusable_event_is_a_clear_error():
 
 SENSOR_DAG = (
     RECORD_TASK
+    + SUBMIT_TASK
     + """
 import pendulum
 from airflow.providers.common.compat.sdk import DAG
-from airflow_provider_luma.hooks.luma import LumaHook
 from airflow_provider_luma.sensors.luma import LumaGenerationSensor
-
-class Submit(BaseOperator):
-    def __init__(self, prompt, **kwargs):
-        super().__init__(**kwargs)
-        self.prompt = prompt
-    def execute(self, context):
-        return LumaHook().create_generation(self.prompt).to_dict()
 
 with DAG("DAG_ID", schedule=None, start_date=pendulum.datetime(2026, 1, 1), render_template_as_native_obj=True):
     submit = Submit(task_id="submit", prompt="PROMPT")

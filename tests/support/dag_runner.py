@@ -78,6 +78,20 @@ class Record(BaseOperator):
 '''
 
 
+SUBMIT_TASK = '''
+from airflow.providers.common.compat.sdk import BaseOperator
+from airflow_provider_luma.hooks.luma import LumaHook
+
+class Submit(BaseOperator):
+    """Creates a generation of its prompt (the connection's defaults) and returns it as a dict."""
+    def __init__(self, prompt, **kwargs):
+        super().__init__(**kwargs)
+        self.prompt = prompt
+    def execute(self, context):
+        return LumaHook().create_generation(self.prompt).to_dict()
+'''
+
+
 def recorded(path: Path) -> dict[str, Any]:
     """What the ``Record`` tasks wrote, by task id."""
     if not path.exists():

@@ -18,10 +18,13 @@ class FakeTaskInstance:
 
     :param try_number: The try this is.
     :param fail_push: An XCom key whose push of a non-empty value fails (an XCom backend refusing it).
+    :param max_tries: Airflow's ``max_tries`` (the task's retries): a failed try is retried while
+        ``try_number <= max_tries``.
     """
 
-    def __init__(self, try_number: int = 1, fail_push: str | None = None) -> None:
+    def __init__(self, try_number: int = 1, fail_push: str | None = None, max_tries: int = 0) -> None:
         self.try_number = try_number
+        self.max_tries = max_tries
         self.task_id = "generate"
         self.map_index = -1
         self.xcom: dict[str, Any] = {}
