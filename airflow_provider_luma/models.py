@@ -9,6 +9,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import cached_property
+from functools import cached_property
 from typing import Any
 
 from airflow_provider_luma import outcome
@@ -136,6 +138,9 @@ def parse_state(value: Any) -> GenerationState | None:
     """Map either family's state word to a :class:`GenerationState`; an invented one is ``None`` (not terminal)."""
     if isinstance(value, GenerationState):
         return value
+    state = STATE_WORDS.get(value) if isinstance(value, str) else None  # the usual case: a word as it is
+    if state is not None:
+        return state
     state = STATE_WORDS.get(str(value).strip().lower())
     if state is None and str(value) not in _warned_unknown_states:
         _warned_unknown_states.add(str(value))
@@ -199,9 +204,9 @@ class Generation:
     usage: Mapping[str, Any] | None = field(default=None, compare=False)
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
-    @property
+    @cached_property
     def known_state(self) -> GenerationState | None:
-        """The state as a :class:`GenerationState`, ``None`` when missing or unknown."""
+        """The state as a :class:`GenerationState`, ``None`` when missing or unknown (read once: a wait asks often)."""
         return parse_state(self.state) if self.state is not None else None
 
     @property
