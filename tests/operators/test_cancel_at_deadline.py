@@ -38,6 +38,7 @@ from tests.support.connection import connection_json
 from tests.support.dag_runner import SUBMIT_TASK, run_dag_source
 from tests.support.events import the_event
 from tests.support.logs import logged_text
+from tests.support.simulator_calls import prompt_of
 from tests.support.tasks import FakeTaskInstance, TaskStateStore, task_context
 
 #: The ``error`` Airflow resumes a task with when its deferral timed out (see cancel.DEFERRAL_TIMEOUT_ERRORS).
@@ -276,6 +277,10 @@ with DAG("luma_deadline_cancel", schedule=None, start_date=pendulum.datetime(202
 )
 
 
+#: Airflow 3.0.x: see the test below.
+RESCHEDULE_BROKEN_IN_DAG_TEST = version("apache-airflow").startswith("3.0.")
+
+
 def test_a_real_airflow_cancels_at_the_deadline_deferred_and_rescheduled(luma, airflow_db):
     result = run_dag_source(DEADLINE_DAG, "luma_deadline_cancel")
     assert result.state == "failed", result
@@ -285,5 +290,13 @@ def test_a_real_airflow_cancels_at_the_deadline_deferred_and_rescheduled(luma, a
     # One generation per task (the generate task's retry reused its own), each deleted once (a deleted
     # generation leaves the simulator's store).
     assert luma.count("dm_create") == 3
+    if RESCHEDULE_BROKEN_IN_DAG_TEST:
+        # Airflow 3.0's dag.test() fails a rescheduled sensor's second poke before any time-out:
+        # get_first_reschedule_date (sdk/execution_time/task_runner.py:436-443) hands back the start
+        # date as text there, and sensor.py:194 subtracts it from a datetime (TypeError). Not a
+        # deadline, so nothing is cancelled for that task; the other two are.
+        assert len(set(deleted(luma))) == len(deleted(luma)) == 2
+        assert [prompt_of(g) for g in luma.generations()] == ["slow rescheduled"]
+        return
     assert len(set(deleted(luma))) == len(deleted(luma)) == 3
     assert luma.generations() == []
