@@ -465,10 +465,7 @@ async def run_waits(args: argparse.Namespace) -> tuple[list[Outcome], dict[str, 
                 for n in args.sizes:
                     for scenario in scenarios_for(n, args):
                         started = time.monotonic()
-                        outcome = await bench.run(scenario)
-                        outcome.row["run"] = run + 1
-                        outcomes.append(outcome)
-                        row = outcome.row
+                        row = await _run_one(bench, scenario, run, outcomes)
                         print(
                             f"run {run + 1} N={n:>6} {scenario.variant:<22} f={scenario.factor:g} "
                             + " ".join(f"{c}={fmt(row[c])}" for c in COLUMNS[4:])
@@ -478,10 +475,7 @@ async def run_waits(args: argparse.Namespace) -> tuple[list[Outcome], dict[str, 
             if not args.no_cost:
                 for run in range(args.runs):  # the variants alternate: ratios of one run, on one machine state
                     for scenario in cost_scenarios(args):
-                        outcome = await bench.run(scenario)
-                        outcome.row["run"] = run + 1
-                        outcomes.append(outcome)
-                        row = outcome.row
+                        row = await _run_one(bench, scenario, run, outcomes)
                         print(
                             f"cost run {run + 1} {scenario.variant:<34} CPU ms/wait={fmt(row['CPU ms/wait'])} "
                             f"calls/wait={fmt(row['calls/wait'])} p99 ms={fmt(row['p99 ms'])} ok={row['ok']}",
@@ -497,6 +491,14 @@ async def run_waits(args: argparse.Namespace) -> tuple[list[Outcome], dict[str, 
         if redis is not None:
             redis.stop()
     return outcomes, rtt
+
+
+async def _run_one(bench: Bench, scenario: Scenario, run: int, outcomes: list[Outcome]) -> dict[str, Any]:
+    """Run ``scenario`` as run number ``run`` (from 0), keep its outcome; its row."""
+    outcome = await bench.run(scenario)
+    outcome.row["run"] = run + 1
+    outcomes.append(outcome)
+    return outcome.row
 
 
 def _redis_for_the_budget_row(args: argparse.Namespace) -> Any:
