@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import cached_property
-from functools import cached_property
 from typing import Any
 
 from airflow_provider_luma import outcome
