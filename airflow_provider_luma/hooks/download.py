@@ -22,6 +22,7 @@ from airflow_provider_luma.errors import LumaConnectionError, LumaError, LumaInp
 from airflow_provider_luma.hooks import video_url
 from airflow_provider_luma.hooks.answers import MAX_ERROR_BODY_BYTES, answer_text, error_for_response, read_capped
 from airflow_provider_luma.hooks.deadlines import GuardedAdapter, Watchdog
+from airflow_provider_luma.hooks.sessions import environment_proxy
 from airflow_provider_luma.hooks.settings import LumaSettings
 from airflow_provider_luma.hooks.transport import RETRY_BACKOFF, is_transient
 from airflow_provider_luma.hooks.video_url import (
@@ -208,8 +209,7 @@ class VideoDownload:
 
 
 def _proxied(url: str) -> bool:
-    # The proxy requests would take from the environment (HTTPS_PROXY, NO_PROXY ...) for this URL.
-    return requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url)) is not None
+    return environment_proxy(url) is not None
 
 
 class _PinnedAdapter(GuardedAdapter):

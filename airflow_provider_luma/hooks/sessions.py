@@ -6,12 +6,12 @@ The aiohttp sessions of the async transport: one per event loop, shared by every
 from __future__ import annotations
 
 import asyncio
-import urllib.request
 import weakref
 from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
+import requests
 from yarl import URL
 
 
@@ -41,31 +41,33 @@ def _tracing() -> aiohttp.TraceConfig:
     return trace
 
 
+def environment_proxy(url: str) -> str | None:
+    """
+    The proxy the environment names for ``url`` (``HTTP(S)_PROXY``, ``ALL_PROXY``, honouring
+    ``NO_PROXY``), or ``None``: the worker's ``requests`` rule, the one both paths and downloads use.
+    """
+    return requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url))
+
+
 class EnvironmentProxies:
     """
-    The proxies the environment names (``HTTP_PROXY``, ``HTTPS_PROXY``, ``NO_PROXY``; credentials in
-    the proxy URL), read when a session is made, and each host's choice kept.
+    Each host's proxy (:func:`environment_proxy`) for one session, decided once per host.
 
-    What aiohttp's ``trust_env=True`` does on every request instead, each time in a worker thread: it
-    reads the environment and ``~/.netrc`` twice (the proxy's credentials, the host's): two thread
-    hops and two file reads per call, a third of a long poll's CPU. The API calls carry their own
-    ``Authorization`` header, which aiohttp refuses to combine with ``.netrc`` credentials anyway.
+    Not aiohttp's ``trust_env=True``, which reads the environment and ``~/.netrc`` twice on every
+    request, each time in a worker thread: two thread hops and two file reads per call, a third of a
+    long poll's CPU. The API calls carry their own ``Authorization`` header, which aiohttp refuses to
+    combine with ``.netrc`` credentials anyway.
     """
 
     def __init__(self) -> None:
-        self._proxies = {
-            scheme: URL(value) for scheme, value in urllib.request.getproxies().items() if scheme in ("http", "https")
-        }
-        self._chosen: dict[tuple[str, str | None], URL | None] = {}
+        self._chosen: dict[tuple[str, str | None, int | None], URL | None] = {}
 
     def for_url(self, url: URL) -> URL | None:
         """The proxy for ``url``, or ``None`` to connect directly."""
-        key = (url.scheme, url.host)
+        key = (url.scheme, url.host, url.port)
         if key not in self._chosen:
-            proxy = self._proxies.get(url.scheme)
-            if proxy is not None and url.host is not None and urllib.request.proxy_bypass(url.host):
-                proxy = None
-            self._chosen[key] = proxy
+            proxy = environment_proxy(str(url.origin()))
+            self._chosen[key] = URL(proxy) if proxy else None
         return self._chosen[key]
 
 
