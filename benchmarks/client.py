@@ -89,6 +89,32 @@ class Sampler(threading.Thread):
         self.cpu_seconds = time.thread_time()
 
 
+class CollectorPauses:
+    """The garbage collector's pauses while the waits run (``gc.callbacks``): how often, how long, the longest."""
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[int, float]] = []  # (generation, seconds)
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses.append((info["generation"], time.perf_counter() - self._started))
+
+    def summary(self) -> dict[str, Any]:
+        """Counts, total seconds and the longest pause of full (generation 2) and of all collections."""
+        full = [seconds for generation, seconds in self.pauses if generation == 2]
+        every = [seconds for _, seconds in self.pauses]
+        return {
+            "gc_collections": len(every),
+            "gc_seconds": sum(every),
+            "gc_full_collections": len(full),
+            "gc_full_seconds": sum(full),
+            "gc_longest_pause_ms": 1000 * max(every, default=0.0),
+        }
+
+
 def _cpu_seconds() -> float:
     times = psutil.Process().cpu_times()
     return times.user + times.system
@@ -219,12 +245,15 @@ async def _main(config: dict[str, Any]) -> None:
     statuses = [""] * len(ids)
 
     sampler = Sampler(cpu_series=bool(config.get("cpu_series")))
+    pauses = CollectorPauses()
+    gc.callbacks.append(pauses)
     sampler.start()
     cpu_start = _cpu_seconds()
     started = time.time()
     extras = await _run_waits(config, ids, ends, statuses)
     finished = time.time()
     cpu = _cpu_seconds() - cpu_start
+    gc.callbacks.remove(pauses)
     sampler.stop_event.set()
     sampler.join()
     result = {
@@ -243,6 +272,7 @@ async def _main(config: dict[str, Any]) -> None:
         "ends": ends,
         "statuses": statuses,
         **({"cpu_series": sampler.cpu_series} if sampler.cpu_series is not None else {}),
+        **pauses.summary(),
         **extras,
     }
     print("RESULT " + json.dumps(result), flush=True)

@@ -15,7 +15,8 @@ Waits start spread over one hold and their generations complete 90-150 s after c
 the first hold every second brings N / 30 re-polls: the steady state, whose CPU (as a share of one
 core, from the client's own CPU series without its sampling thread) is measured over the window
 ``--steady`` (seconds after the start). Reported: that share, RSS per wait, the wake-up percentiles
-(end of the wait minus the generation's completion) and the servers' own lateness and CPU.
+(end of the wait minus the generation's completion), the garbage collector's full collections and its
+longest pause, and the servers' own lateness and CPU. ``bash scripts/bench`` runs it as one of its parts.
 """
 
 from __future__ import annotations
@@ -102,8 +103,22 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def measure_many_waits(waits: int = 10_000, servers: int = 2, steady: tuple[float, float] = (40.0, 100.0)) -> dict:
-    """Run the waits against ``servers`` server processes; the figures as a dict (see the module's text)."""
+def measure_many_waits(
+    waits: int = 10_000,
+    servers: int = 2,
+    steady: tuple[float, float] = (40.0, 100.0),
+    completes_after: tuple[float, float] = (90.0, 150.0),
+    stagger: float = REAL_HOLD,
+) -> dict:
+    """
+    Run the waits against ``servers`` server processes; the figures as a dict (see the module's text).
+
+    :param waits: Concurrent waits in the one process.
+    :param servers: Server processes behind the one port.
+    :param steady: The window (seconds after the start) whose CPU share is the steady state's.
+    :param completes_after: The generations complete evenly over this many seconds after creation.
+    :param stagger: The waits start evenly over this many seconds.
+    """
     port = _free_port()
     tmp = Path(tempfile.mkdtemp(prefix="luma-many-"))
     procs = []
@@ -130,7 +145,7 @@ def measure_many_waits(waits: int = 10_000, servers: int = 2, steady: tuple[floa
         "base_url": base_url,
         "api_key": API_KEY,
         "deadline_seconds": 400.0,
-        "stagger_seconds": REAL_HOLD,
+        "stagger_seconds": stagger,
         "cpu_series": True,
     }
     server_cpu_before = sum(_cpu(p) for p, _ in procs)
@@ -146,8 +161,9 @@ def measure_many_waits(waits: int = 10_000, servers: int = 2, steady: tuple[floa
     try:
         ready = _read_tagged(client, "READY")
         now = time.time()
-        # Completions 90-150 s after creation: two to five holds each, none in the steady window's first part.
-        ids = [f"{ID_PREFIX}{int((now + 90 + 60 * i / waits) * 1000)}-{i}" for i in range(waits)]
+        # By default 90-150 s after creation: two to five holds each, none in the steady window's first part.
+        first, last = completes_after
+        ids = [f"{ID_PREFIX}{int((now + first + (last - first) * i / waits) * 1000)}-{i}" for i in range(waits)]
         plan = tmp / "plan.json"
         plan.write_text(json.dumps({"ids": ids, "done_at": [done_at(i) for i in ids]}))
         assert client.stdin is not None
@@ -190,6 +206,9 @@ def measure_many_waits(waits: int = 10_000, servers: int = 2, steady: tuple[floa
         "server calls": server_calls,
         "calls/wait": server_calls / waits,
         "server CPU share of a core": server_cpu / wall if wall > 0 else float("nan"),
+        "GC full collections": result.get("gc_full_collections"),
+        "GC full seconds": result.get("gc_full_seconds"),
+        "GC longest pause ms": result.get("gc_longest_pause_ms"),
         "log levels": ready.get("log_levels", {}),
     }
 

@@ -181,6 +181,91 @@ def targets(report: dict[str, Any]) -> list[dict[str, str]]:
     return out
 
 
+#: Issue 23's real-time rows (:func:`benchmarks.run.cost_scenarios`).
+COST_OURS, COST_FLOOR, COST_POLLER = "real-time long-poll", "real-time held GET", "real-time bare poll 5s"
+COST_BUDGET = "real-time long-poll, Redis budget"
+
+
+def cost_targets(report: dict[str, Any]) -> list[dict[str, str]]:
+    """Issue 23's targets: CPU per wait against the held-GET floor and a 5 s poller, and 10,000 waits in one process."""
+    out = []
+    rows = report.get("rows", [])
+    ns = sorted({r["N"] for r in rows if r["variant"] == COST_OURS})
+    if ns:
+        n = ns[-1]
+        ours, floor, poller, budget = (
+            _median(rows, n, v, "CPU ms/wait") for v in (COST_OURS, COST_FLOOR, COST_POLLER, COST_BUDGET)
+        )
+        budget_text = (
+            f"; with the Redis budget {fmt(budget)} ms ({budget / floor:.2f}× the floor)"
+            if not math.isnan(budget)
+            else ""
+        )
+        out += [
+            {
+                "target": f"real time, N = {n:,}: CPU per wait ≤ 1.5× the bare held GET",
+                "result": f"{fmt(ours)} vs {fmt(floor)} ms/wait (ratio {ours / floor:.2f}){budget_text}",
+                "met": "yes" if ours <= 1.5 * floor else "no",
+            },
+            {
+                "target": f"real time, N = {n:,}: CPU per wait ≤ ½ of a bare 5 s poller",
+                "result": f"{fmt(ours)} vs {fmt(poller)} ms/wait (ratio {ours / poller:.2f}; the floor alone: "
+                f"{floor / poller:.2f})",
+                "met": "yes" if ours <= 0.5 * poller else "no",
+            },
+        ]
+    many = report.get("many")
+    if many and "error" not in many:
+        n = many["waits"]
+        out += [
+            {
+                "target": f"{n:,} waits: our CPU ≤ 15 % of a core in the steady state",
+                "result": f"{100 * many['steady CPU share of a core']:.1f} % (seconds {many['steady window s'][0]:g}–"
+                f"{many['steady window s'][1]:g} of the run)",
+                "met": "yes" if many["steady CPU share of a core"] <= 0.15 else "no",
+            },
+            {
+                "target": f"{n:,} waits: wake-up p99 ≤ 100 ms where the servers' own p99 allows",
+                "result": f"{fmt(many['wake-up p99 ms'])} ms (servers' lateness p99 "
+                f"{fmt(many['server lateness p99 ms'])} ms; the collector's longest pause "
+                f"{fmt(many.get('GC longest pause ms'))} ms)",
+                "met": "yes" if many["wake-up p99 ms"] <= 100 else "no",
+            },
+            {
+                "target": f"{n:,} waits: RSS ≤ 20 KB per wait",
+                "result": f"{fmt(many['RSS/wait KB'])} KB",
+                "met": "yes" if many["RSS/wait KB"] <= 20 else "no",
+            },
+        ]
+    return out
+
+
+def many_table(many: dict[str, Any]) -> str:
+    """The many-waits part's figures, one per row."""
+    if "error" in many:
+        return f"The part failed: {many['error']}"
+    keys = (
+        "ok",
+        "steady CPU share of a core",
+        "CPU ms/wait",
+        "calls/wait",
+        "RSS/wait KB",
+        "wake-up p50 ms",
+        "wake-up p99 ms",
+        "wake-up max ms",
+        "GC full collections",
+        "GC full seconds",
+        "GC longest pause ms",
+        "server lateness p99 ms",
+        "server CPU share of a core",
+        "wall s",
+    )
+    rows = [
+        {"figure": key, "value": fmt(many.get(key)) if key != "ok" else f"{many['ok']}/{many['waits']}"} for key in keys
+    ]
+    return table(rows, ("figure", "value"))
+
+
 def render(report: dict[str, Any]) -> str:
     args = report["args"]
     lines = [
@@ -216,6 +301,12 @@ def render(report: dict[str, Any]) -> str:
         ]
     else:
         lines += ["", "### Targets of issue 12", "", table(targets(report), ("target", "result", "met"))]
+    costs = cost_targets(report)
+    if costs:
+        lines += ["", "### Targets of issue 23", "", table(costs, ("target", "result", "met"))]
+    many = report.get("many")
+    if many:
+        lines += ["", f"### {many.get('waits', 0):,} waits in one process (real 30 s holds)", "", many_table(many)]
     for key, title in (
         ("triggerer", "Waits in a real Airflow triggerer (no time compression)"),
         ("ha", "Two triggerers, one SIGKILLed mid-wait"),

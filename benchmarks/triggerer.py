@@ -31,9 +31,11 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import statistics
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -49,6 +51,8 @@ from benchmarks.common import (
     window_peak,
 )
 from benchmarks.deployment import StateClock
+from benchmarks.spy import Spy
+from benchmarks.spy import markdown as spy_markdown
 
 CONTROL_DAG = "bench_trig_control"
 CONTROL_N = 5
@@ -226,6 +230,7 @@ def measure_real_triggerer(args: Any) -> dict[str, Any]:
     }
     rows: list[dict[str, Any]] = []
     raw: dict[str, Any] = {"variants": {}}
+    profiles: dict[str, dict[str, Any]] = {}
     started = time.monotonic()
     try:
         with harness.deployment(extra_env=env) as dep:
@@ -240,8 +245,13 @@ def measure_real_triggerer(args: Any) -> dict[str, Any]:
             time.sleep(idle_seconds)
             idle_rate = (sampler.cpu() - cpu0) / (time.monotonic() - t0)
             raw["idle_cpu_per_s"] = idle_rate
+            spies = Path(tempfile.mkdtemp(prefix="luma-spy-"))
             for k, variant in enumerate(variants):
-                row, detail = _run_variant(dep, sim, sampler, variant, k, n, lengths_range, idle_rate)
+                # Every variant under the same sampler (when py-spy is installed), so that their rows compare.
+                with Spy(dep.components["triggerer"].process.pid, spies / f"{variant.dag_id}.txt") as spy:
+                    row, detail = _run_variant(dep, sim, sampler, variant, k, n, lengths_range, idle_rate)
+                if (profile := spy.summary()) is not None:
+                    profiles[variant.name] = profile
                 rows.append(row)
                 raw["variants"][variant.name] = detail
                 print(" ".join(f"{key}={value}" for key, value in row.items()), flush=True)
@@ -250,6 +260,7 @@ def measure_real_triggerer(args: Any) -> dict[str, Any]:
     finally:
         sim.stop()
     raw["budget"] = {"extras": extras}
+    raw["profiles"] = profiles
     columns = (
         "variant",
         "N",
@@ -274,6 +285,14 @@ def measure_real_triggerer(args: Any) -> dict[str, Any]:
         f"logging level in the deployment: {raw.get('log_level')}. Took {time.monotonic() - started:.0f} s.\n\n"
         + table(rows, columns)
     )
+    if profiles:
+        markdown += (
+            "\n\nWhere the triggerer's CPU went: py-spy samples of the triggerer's process tree (its trigger runner "
+            "included) while each variant ran, by the file of the innermost frame (`benchmarks/spy.py`):\n\n"
+            + spy_markdown(profiles)
+        )
+    else:
+        markdown += "\n\nNo profile: py-spy is not installed (`pip install py-spy` adds one)."
     return {"n": n, "lengths": lengths_range, "rows": rows, "raw": raw, "markdown": markdown}
 
 

@@ -234,10 +234,21 @@ def fetch_plan(
             max_retries=retries,
         )
         return answer.payload
-    (generation,) = yield from _luma_ai_fetch(
+    (generation,) = yield from _luma_ai_single_fetch(settings, ref, target, deadline, retries)
+    return generation
+
+
+def _luma_ai_single_fetch(
+    settings: LumaSettings,
+    ref: GenerationRef,
+    target: GenerationState | None,
+    deadline: float | None,
+    retries: int | None,
+) -> Plan[list[Generation]]:
+    """One ``luma-ai`` generation by the single fetch, as a one-item list (what :func:`fetch_plans` runs)."""
+    return _luma_ai_fetch(
         settings, "single", [ref.id], target, deadline, params=[("generation_id", ref.id)], retries=retries
     )
-    return generation
 
 
 def fetch_many_plan(
@@ -275,7 +286,8 @@ def fetch_plans(
         if ref.api not in (None, ApiFamily.LUMA_AI):
             plans.append(_listed(fetch_plan(settings, ref, None, deadline, retries)))
     if len(luma_ai) == 1:
-        plans.append(_listed(fetch_plan(settings, luma_ai[0], target, deadline, retries)))
+        # The plan itself, not one wrapped in two more: a held poll keeps one generator frame alive, not three.
+        plans.append(_luma_ai_single_fetch(settings, luma_ai[0], target, deadline, retries))
     elif luma_ai:
         plans.extend(
             fetch_many_plan(settings, chunk, target, deadline, retries)

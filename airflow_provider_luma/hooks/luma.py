@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import replace
 from functools import cached_property
 from typing import Any
@@ -18,7 +18,7 @@ from airflow_provider_luma.errors import LumaConfigurationError
 from airflow_provider_luma.hooks import connection_test, download, dream_machine, waits
 from airflow_provider_luma.hooks.answers import error_for_response, parse_json
 from airflow_provider_luma.hooks.endpoints import create_plan, fetch_plan, fetch_plans
-from airflow_provider_luma.hooks.plans import Plan, arun_plan, arun_plans, run_plan, run_plans
+from airflow_provider_luma.hooks.plans import Plan, aflattened, arun_plan, arun_plans, flattened, run_plan, run_plans
 from airflow_provider_luma.hooks.settings import API_HOLD_SECONDS, DEFAULT_HOST, SETTINGS_CACHE, LumaSettings
 from airflow_provider_luma.hooks.transport import AsyncTransport, SyncTransport
 from airflow_provider_luma.models import Generation, GenerationRef, GenerationState, normalize_generation_refs
@@ -141,9 +141,12 @@ class LumaHook(BaseHook):
 
     async def _atransport(self) -> AsyncTransport:
         if self._async_transport is None:
-            # outside `async with`: a session per call
-            return AsyncTransport(await self.asettings(), refresh=self._areread_after_401)
+            return self._new_async_transport(await self.asettings())
         return self._async_transport
+
+    def _new_async_transport(self, settings: LumaSettings) -> AsyncTransport:
+        """A transport of ``settings`` (used outside `async with`, each call opens a session of its own)."""
+        return AsyncTransport(settings, refresh=self._areread_after_401)
 
     @property
     def _async_session(self) -> Any:
@@ -171,7 +174,7 @@ class LumaHook(BaseHook):
     async def __aenter__(self) -> LumaHook:
         if self._async_transport is not None:
             raise RuntimeError("This LumaHook is already open: use one `async with hook:` at a time.")
-        transport = AsyncTransport(await self.asettings(), refresh=self._areread_after_401)
+        transport = self._new_async_transport(await self.asettings())
         await transport.open()
         self._async_transport = transport
         return self
@@ -280,7 +283,7 @@ class LumaHook(BaseHook):
         :param api: As for :meth:`get_generation`.
         """
         plans = fetch_plans(self.settings, self.refs(generations, api=api), _target(state), deadline)
-        return [generation for answer in self.run_all(plans) for generation in answer]
+        return flattened(self.run_all(plans))
 
     async def aget_generations(
         self,
@@ -293,20 +296,27 @@ class LumaHook(BaseHook):
         """Async twin of :meth:`get_generations`."""
         settings = await self.asettings()
         plans = fetch_plans(settings, self.refs(generations, api=api, settings=settings), _target(state), deadline)
-        return [generation for answer in await self.arun_all(plans) for generation in answer]
+        return flattened(await self.arun_all(plans))
 
     def poll(self, step: Poll) -> list[Generation]:
         """One poll of a wait: every call of it at once (see :func:`~.endpoints.fetch_plans`)."""
         plans = fetch_plans(self.settings, step.refs, step.target if step.hold else None, step.deadline, step.retries)
-        return [generation for answer in self.run_all(plans) for generation in answer]
+        return flattened(self.run_all(plans))
 
-    async def apoll(self, step: Poll) -> list[Generation]:
+    def apoll(self, step: Poll) -> Awaitable[list[Generation]]:
         """Async twin of :meth:`poll`."""
-        settings = await self.asettings()
+        settings = self._async_settings
+        if settings is None:
+            return self._apoll_after_reading_settings(step)
         plans = fetch_plans(settings, step.refs, step.target if step.hold else None, step.deadline, step.retries)
-        if len(plans) == 1:  # the usual poll: no layers between the wait and its one call while it is held
-            return await arun_plan(await self._atransport(), plans[0])
-        return [generation for answer in await self.arun_all(plans) for generation in answer]
+        transport = self._async_transport or self._new_async_transport(settings)
+        if len(plans) == 1:  # the usual poll: the plan's own coroutine, no frame of the hook's while it is held
+            return arun_plan(transport, plans[0])
+        return aflattened(arun_plans(transport, plans))
+
+    async def _apoll_after_reading_settings(self, step: Poll) -> list[Generation]:
+        await self.asettings()
+        return await self.apoll(step)
 
     # -- API: cancel ------------------------------------------------------------------------------
 
@@ -414,12 +424,16 @@ class LumaHook(BaseHook):
         """Drive a wait in this thread (one thread per endpoint family when it spans both) until it finishes."""
         return waits.run_wait(self.poll, wait)
 
-    async def arun_wait(self, wait: Wait) -> Finished:
+    def arun_wait(self, wait: Wait) -> Awaitable[Finished]:
         """Drive a wait on the event loop until it finishes, on one HTTP session; families side by side."""
         if self._async_transport is None:
-            async with self:
-                return await waits.arun_wait(self.apoll, wait)
-        return await waits.arun_wait(self.apoll, wait)
+            return self._arun_wait_in_session(wait)
+        # Inside `async with`: the driver's own coroutine, so that a held wait keeps no frame of the hook's.
+        return waits.arun_wait(self.apoll, wait)
+
+    async def _arun_wait_in_session(self, wait: Wait) -> Finished:
+        async with self:
+            return await waits.arun_wait(self.apoll, wait)
 
     def check_once(
         self, wait: Wait, *, hold: bool, deadline: float | None = None, max_retries: int | None = None

@@ -153,6 +153,16 @@ async def arun_plans(transport: AsyncCaller, plans: Sequence[Plan[T]]) -> list[T
     return await gather(arun_plan(transport, plan) for plan in plans)
 
 
+def flattened(answers: Iterable[list[T]]) -> list[T]:
+    """The items of several plans' answers (each a list), in order."""
+    return [item for answer in answers for item in answer]
+
+
+async def aflattened(answers: Awaitable[Iterable[list[T]]]) -> list[T]:
+    """Async twin of :func:`flattened`: of answers still to come."""
+    return flattened(await answers)
+
+
 async def gather(calls: Iterable[Awaitable[T]]) -> list[T]:
     """Run ``calls`` concurrently; when one fails (or the caller is cancelled), stop the others with it."""
     tasks = [asyncio.ensure_future(call) for call in calls]

@@ -361,14 +361,10 @@ class AsyncTransport:
         if session is not None:
             await leave_shared_session(session)
 
-    async def arequest(self, call: Call) -> Answer:
+    def arequest(self, call: Call) -> Awaitable[Answer]:
         """Async twin of :meth:`SyncTransport.request`."""
-        try:
-            return await self._arequest(call)
-        except LumaAuthenticationError:
-            if not await self._arotated():
-                raise
-        return await self._arequest(call)
+        # The exchange's own coroutine, not one more around it: a held poll keeps one frame less alive.
+        return self._arequest(call, may_rotate=True)
 
     async def _arotated(self) -> bool:
         fresh = await self.refresh() if self.refresh is not None else None
@@ -391,7 +387,8 @@ class AsyncTransport:
             url = self._urls[key] = url.extend_query(params) if params else url
         return url
 
-    async def _arequest(self, call: Call) -> Answer:
+    async def _arequest(self, call: Call, *, may_rotate: bool) -> Answer:
+        """``call`` with its retries; a 401 once more with the connection's new key, if it has one."""
         settings = self.settings
         unsendable = _unsendable_key(settings)
         if unsendable is not None:
@@ -410,10 +407,14 @@ class AsyncTransport:
             async for retry in AsyncRetrying(**_retry_policy(settings, call)):
                 with retry:
                     return await again()
+            raise AssertionError("unreachable: tenacity reraises the last error")
+        except LumaAuthenticationError:
+            if not may_rotate or not await self._arotated():
+                raise
         finally:
             if own_session:
                 await session.close()
-        raise AssertionError("unreachable: tenacity reraises the last error")
+        return await self._arequest(call, may_rotate=False)
 
     async def _attempt(self, call: Call, session: aiohttp.ClientSession, url: URL) -> Answer:
         """One exchange of ``call`` (a method, not a closure per call: a held poll keeps it alive)."""

@@ -29,15 +29,6 @@ def _after_poll(loop: WaitLoop, poll: PollFunction, step: Poll) -> Step:
     return loop.after_poll(answer, time.monotonic() - started)
 
 
-async def _aafter_poll(loop: WaitLoop, apoll: AsyncPollFunction, step: Poll) -> Step:
-    started = time.monotonic()
-    try:
-        answer: list[Generation] | LumaError = await apoll(step)
-    except LumaError as error:
-        answer = error
-    return loop.after_poll(answer, time.monotonic() - started)
-
-
 def run_wait(poll: PollFunction, wait: Wait) -> Finished:
     """Drive ``wait`` in this thread (one thread per endpoint family when it spans both) until it finishes."""
     if len(wait.loops) == 1:
@@ -88,13 +79,19 @@ async def arun_wait(apoll: AsyncPollFunction, wait: Wait) -> Finished:
 
 
 async def _arun_loop(apoll: AsyncPollFunction, loop: WaitLoop) -> Finished:
+    # _after_poll's async twin is written inline: a held wait keeps one coroutine frame less alive.
     step = loop.first_step()
     while not isinstance(step, Finished):
         if isinstance(step, Sleep):
             await asyncio.sleep(step.seconds)
             step = loop.after_sleep()
-        else:
-            step = await _aafter_poll(loop, apoll, step)
+            continue
+        started = time.monotonic()
+        try:
+            answer: list[Generation] | LumaError = await apoll(step)
+        except LumaError as error:
+            answer = error
+        step = loop.after_poll(answer, time.monotonic() - started)
     return step
 
 

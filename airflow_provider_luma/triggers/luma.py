@@ -123,7 +123,7 @@ class LumaGenerationTrigger(BaseTrigger):
                     self.target_state,
                     deadline=self.deadline,
                     settings=settings,
-                    pacing=replace(settings.pacing, **self.tuning),
+                    pacing=replace(settings.pacing, **self.tuning) if self.tuning else settings.pacing,
                     logger=self.log,
                     report_progress=self.report_progress,
                 )
