@@ -23,7 +23,7 @@ PLACES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("aiohttp, yarl, multidict", ("aiohttp", "yarl", "multidict")),
     ("logging (structlog, logging)", ("structlog", "/logging/", "logging/__init__")),
     ("database (SQLAlchemy, drivers)", ("sqlalchemy", "psycopg", "sqlite3", "pymysql")),
-    ("Airflow", ("/airflow/",)),
+    ("Airflow (its own code)", ("airflow/",)),
     ("event loop (asyncio, selectors)", ("asyncio", "selectors", "uvloop")),
 )
 
