@@ -250,10 +250,12 @@ async def _main(config: dict[str, Any]) -> None:
     sampler.start()
     cpu_start = _cpu_seconds()
     started = time.time()
-    extras = await _run_waits(config, ids, ends, statuses)
+    try:
+        extras = await _run_waits(config, ids, ends, statuses)
+    finally:
+        gc.callbacks.remove(pauses)
     finished = time.time()
     cpu = _cpu_seconds() - cpu_start
-    gc.callbacks.remove(pauses)
     sampler.stop_event.set()
     sampler.join()
     result = {

@@ -116,7 +116,8 @@ def measure_many_waits(
     :param waits: Concurrent waits in the one process.
     :param servers: Server processes behind the one port.
     :param steady: The window (seconds after the start) whose CPU share is the steady state's.
-    :param completes_after: The generations complete evenly over this many seconds after creation.
+    :param completes_after: ``(first, last)``: the generations complete evenly between ``first`` and
+        ``last`` seconds after creation.
     :param stagger: The waits start evenly over this many seconds.
     """
     port = _free_port()

@@ -220,12 +220,12 @@ def cost_targets(report: dict[str, Any]) -> list[dict[str, str]]:
         out += [
             {
                 "target": f"{n:,} waits: our CPU ≤ 15 % of a core in the steady state",
-                "result": f"{100 * many['steady CPU share of a core']:.1f} % (seconds {many['steady window s'][0]:g}–"
+                "result": f"{fmt(100 * many['steady CPU share of a core'])} % (seconds {many['steady window s'][0]:g}–"
                 f"{many['steady window s'][1]:g} of the run)",
                 "met": "yes" if many["steady CPU share of a core"] <= 0.15 else "no",
             },
             {
-                "target": f"{n:,} waits: wake-up p99 ≤ 100 ms where the servers' own p99 allows",
+                "target": f"{n:,} waits: wake-up p99 ≤ 100 ms (the servers' own p99 beside it)",
                 "result": f"{fmt(many['wake-up p99 ms'])} ms (servers' lateness p99 "
                 f"{fmt(many['server lateness p99 ms'])} ms; the collector's longest pause "
                 f"{fmt(many.get('GC longest pause ms'))} ms)",
@@ -306,7 +306,8 @@ def render(report: dict[str, Any]) -> str:
         lines += ["", "### Targets of issue 23", "", table(costs, ("target", "result", "met"))]
     many = report.get("many")
     if many:
-        lines += ["", f"### {many.get('waits', 0):,} waits in one process (real 30 s holds)", "", many_table(many)]
+        waits = many.get("waits", args.get("many_n", 0))
+        lines += ["", f"### {waits:,} waits in one process (real 30 s holds)", "", many_table(many)]
     for key, title in (
         ("triggerer", "Waits in a real Airflow triggerer (no time compression)"),
         ("ha", "Two triggerers, one SIGKILLed mid-wait"),

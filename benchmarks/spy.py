@@ -10,6 +10,7 @@ provider anywhere on the stack (its own code and what it called).
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import subprocess
@@ -17,15 +18,19 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-#: Where the innermost frame's file lies, first match wins.
-PLACES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("provider", ("airflow_provider_luma",)),
-    ("aiohttp, yarl, multidict", ("aiohttp", "yarl", "multidict")),
-    ("logging (structlog, logging)", ("structlog", "/logging/", "logging/__init__")),
-    ("database (SQLAlchemy, drivers)", ("sqlalchemy", "psycopg", "sqlite3", "pymysql")),
-    ("Airflow (its own code)", ("airflow/",)),
-    ("event loop (asyncio, selectors)", ("asyncio", "selectors", "uvloop")),
+#: Where the innermost frame's file lies, first match wins: a pattern of the file part of a py-spy
+#: frame, ``func (path/file.py:line)``, whose path py-spy gives relative to ``site-packages`` or the
+#: standard library when it can, absolute otherwise.
+_FILE = r"\((?:[^()]*/)?"
+PLACES: tuple[tuple[str, str], ...] = (
+    ("provider", _FILE + r"airflow_provider_luma/"),
+    ("aiohttp, yarl, multidict", _FILE + r"(?:aiohttp|yarl|multidict)/"),
+    ("logging (structlog, logging)", _FILE + r"(?:structlog/|logging/|airflow/_shared/logging/)"),
+    ("database (SQLAlchemy, drivers)", _FILE + r"(?:sqlalchemy|psycopg2?|sqlite3|pymysql)/"),
+    ("Airflow (its own code)", r"\((?:[^()]*/site-packages/)?airflow/"),
+    ("event loop (asyncio, selectors)", _FILE + r"(?:asyncio/|selectors\.py|uvloop/)"),
 )
+_PATTERNS = tuple((place, re.compile(pattern)) for place, pattern in PLACES)
 
 
 def binary() -> str | None:
@@ -68,8 +73,8 @@ class Spy:
 
 
 def _place(frame: str) -> str:
-    for place, marks in PLACES:
-        if any(mark in frame for mark in marks):
+    for place, pattern in _PATTERNS:
+        if pattern.search(frame):
             return place
     return "other"
 
@@ -85,12 +90,12 @@ def summarize(path: Path) -> dict[str, Any] | None:
         count = int(count_text)
         total += count
         innermost[_place(stack.rsplit(";", 1)[-1])] += count
-        provider_on_stack += count if "airflow_provider_luma" in stack else 0
+        provider_on_stack += count if _PATTERNS[0][1].search(stack) else 0
     if not total:
         return None
     return {
         "samples": total,
-        "innermost": {place: innermost[place] / total for place, _ in (*PLACES, ("other", ()))},
+        "innermost": {place: innermost[place] / total for place in (*(place for place, _ in PLACES), "other")},
         "provider on the stack": provider_on_stack / total,
     }
 

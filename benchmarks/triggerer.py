@@ -52,6 +52,7 @@ from benchmarks.common import (
 )
 from benchmarks.deployment import StateClock
 from benchmarks.spy import Spy
+from benchmarks.spy import binary as spy_binary
 from benchmarks.spy import markdown as spy_markdown
 
 CONTROL_DAG = "bench_trig_control"
@@ -291,8 +292,10 @@ def measure_real_triggerer(args: Any) -> dict[str, Any]:
             "included) while each variant ran, by the file of the innermost frame (`benchmarks/spy.py`):\n\n"
             + spy_markdown(profiles)
         )
-    else:
+    elif spy_binary() is None:
         markdown += "\n\nNo profile: py-spy is not installed (`pip install py-spy` adds one)."
+    else:
+        markdown += "\n\nNo profile: py-spy is installed but recorded no samples (may it attach? ptrace)."
     return {"n": n, "lengths": lengths_range, "rows": rows, "raw": raw, "markdown": markdown}
 
 

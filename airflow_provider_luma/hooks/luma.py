@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import replace
 from functools import cached_property
 from typing import Any
@@ -145,7 +145,7 @@ class LumaHook(BaseHook):
         return self._async_transport
 
     def _new_async_transport(self, settings: LumaSettings) -> AsyncTransport:
-        """A transport of ``settings`` (used outside `async with`, each call opens a session of its own)."""
+        """A transport of ``settings``; outside ``async with``, each of its calls opens a session of its own."""
         return AsyncTransport(settings, refresh=self._areread_after_401)
 
     @property
@@ -303,20 +303,27 @@ class LumaHook(BaseHook):
         plans = fetch_plans(self.settings, step.refs, step.target if step.hold else None, step.deadline, step.retries)
         return flattened(self.run_all(plans))
 
-    def apoll(self, step: Poll) -> Awaitable[list[Generation]]:
-        """Async twin of :meth:`poll`."""
+    def apoll(self, step: Poll) -> Coroutine[Any, Any, list[Generation]]:
+        """
+        Async twin of :meth:`poll`: ``await hook.apoll(step)``.
+
+        Not ``async def``: once the settings are read it hands back the plan's own coroutine, so that a
+        held poll keeps no frame of the hook's alive (thousands of them in a triggerer).
+        """
         settings = self._async_settings
         if settings is None:
             return self._apoll_after_reading_settings(step)
-        plans = fetch_plans(settings, step.refs, step.target if step.hold else None, step.deadline, step.retries)
-        transport = self._async_transport or self._new_async_transport(settings)
-        if len(plans) == 1:  # the usual poll: the plan's own coroutine, no frame of the hook's while it is held
-            return arun_plan(transport, plans[0])
-        return aflattened(arun_plans(transport, plans))
+        return self._apoll_with(settings, step)
 
     async def _apoll_after_reading_settings(self, step: Poll) -> list[Generation]:
-        await self.asettings()
-        return await self.apoll(step)
+        return await self._apoll_with(await self.asettings(), step)
+
+    def _apoll_with(self, settings: LumaSettings, step: Poll) -> Coroutine[Any, Any, list[Generation]]:
+        plans = fetch_plans(settings, step.refs, step.target if step.hold else None, step.deadline, step.retries)
+        transport = self._async_transport or self._new_async_transport(settings)
+        if len(plans) == 1:  # the usual poll
+            return arun_plan(transport, plans[0])
+        return aflattened(arun_plans(transport, plans))
 
     # -- API: cancel ------------------------------------------------------------------------------
 
@@ -424,14 +431,22 @@ class LumaHook(BaseHook):
         """Drive a wait in this thread (one thread per endpoint family when it spans both) until it finishes."""
         return waits.run_wait(self.poll, wait)
 
-    def arun_wait(self, wait: Wait) -> Awaitable[Finished]:
-        """Drive a wait on the event loop until it finishes, on one HTTP session; families side by side."""
+    def arun_wait(self, wait: Wait) -> Coroutine[Any, Any, Finished]:
+        """
+        Drive a wait on the event loop until it finishes, on one HTTP session; families side by side:
+        ``await hook.arun_wait(wait)``.
+
+        Not ``async def``: inside ``async with`` it hands back the driver's own coroutine, so that a
+        held wait keeps no frame of the hook's alive. Outside, the wait opens the hook's session for
+        itself.
+        """
         if self._async_transport is None:
             return self._arun_wait_in_session(wait)
-        # Inside `async with`: the driver's own coroutine, so that a held wait keeps no frame of the hook's.
         return waits.arun_wait(self.apoll, wait)
 
     async def _arun_wait_in_session(self, wait: Wait) -> Finished:
+        if self._async_transport is not None:  # opened between the call and the await
+            return await waits.arun_wait(self.apoll, wait)
         async with self:
             return await waits.arun_wait(self.apoll, wait)
 

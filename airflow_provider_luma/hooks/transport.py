@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import http.cookiejar
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import replace
 from functools import partial
 from types import SimpleNamespace
@@ -361,8 +361,8 @@ class AsyncTransport:
         if session is not None:
             await leave_shared_session(session)
 
-    def arequest(self, call: Call) -> Awaitable[Answer]:
-        """Async twin of :meth:`SyncTransport.request`."""
+    def arequest(self, call: Call) -> Coroutine[Any, Any, Answer]:
+        """Async twin of :meth:`SyncTransport.request` (not ``async def``: see the comment)."""
         # The exchange's own coroutine, not one more around it: a held poll keeps one frame less alive.
         return self._arequest(call, may_rotate=True)
 

@@ -127,6 +127,38 @@ def test_a_sync_call_recovers_when_the_key_is_rotated(luma_conn, lookups, monkey
     assert ROTATED_KEY not in repr(hook.settings)
 
 
+def test_an_async_call_outside_async_with_recovers_when_the_key_is_rotated(luma_conn, lookups, monkeypatch):
+    generation = LumaHook().create_generation("a dog")
+
+    async def main() -> str:
+        hook = LumaHook()
+        await hook.aget_generation(generation.id)  # the hook keeps the old key
+        rotate_key(luma_conn, monkeypatch)
+        return (await hook.aget_generation(generation.id)).id  # a session of its own per call
+
+    assert asyncio.run(main()) == generation.id
+    assert [entry["status"] for entry in luma_conn.requests("get")] == [200, 401, 200]
+    assert lookups["async"] == 1  # after the 401 (the first settings came from the create's read)
+
+
+def test_an_async_call_whose_new_key_is_refused_too_ends_with_the_401(luma_conn, lookups, monkeypatch):
+    generation = LumaHook().create_generation("a dog")
+
+    async def main() -> None:
+        hook = LumaHook()
+        async with hook:
+            await hook.aget_generation(generation.id)  # the hook keeps the old key
+            rotate_key(luma_conn, monkeypatch)
+            luma_conn._api_key = "sk-luma-NEITHER-77aa0011"  # the API takes neither the old key nor the new one
+            await hook.aget_generation(generation.id)
+
+    with pytest.raises(LumaAuthenticationError):
+        asyncio.run(main())
+    # The old key, then the new one once: no third call, no third read.
+    assert [entry["status"] for entry in luma_conn.requests("get")] == [200, 401, 401]
+    assert lookups["async"] == 1
+
+
 def test_a_wrong_key_stays_a_401_after_one_fresh_read(luma_conn, lookups, monkeypatch):
     now = [1000.0]
     monkeypatch.setattr(SETTINGS_CACHE, "clock", lambda: now[0])
