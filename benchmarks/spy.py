@@ -31,6 +31,7 @@ PLACES: tuple[tuple[str, str], ...] = (
     ("event loop (asyncio, selectors)", _FILE + r"(?:asyncio/|selectors\.py|uvloop/)"),
 )
 _PATTERNS = tuple((place, re.compile(pattern)) for place, pattern in PLACES)
+_PROVIDER = _PATTERNS[0][1]
 
 
 def binary() -> str | None:
@@ -90,7 +91,7 @@ def summarize(path: Path) -> dict[str, Any] | None:
         count = int(count_text)
         total += count
         innermost[_place(stack.rsplit(";", 1)[-1])] += count
-        provider_on_stack += count if _PATTERNS[0][1].search(stack) else 0
+        provider_on_stack += count if _PROVIDER.search(stack) else 0
     if not total:
         return None
     return {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import replace
@@ -445,9 +446,8 @@ class LumaHook(BaseHook):
         return waits.arun_wait(self.apoll, wait)
 
     async def _arun_wait_in_session(self, wait: Wait) -> Finished:
-        if self._async_transport is not None:  # opened between the call and the await
-            return await waits.arun_wait(self.apoll, wait)
-        async with self:
+        opened_since = self._async_transport is not None  # between the call and the await
+        async with contextlib.nullcontext() if opened_since else self:
             return await waits.arun_wait(self.apoll, wait)
 
     def check_once(
