@@ -14,8 +14,9 @@ instance's state once it has acted:
   ``airflow/jobs/triggerer_job_runner.py:1655-1658``) runs when the trigger is cancelled with the
   user-action message (``triggerer_job_runner.py:1398-1413``): on mark-failed, mark-success **and**
   clear alike; never on a trigger time-out (checked first, ``:1649-1653``), a triggerer restart or
-  redistribution. Airflow 2.11 and 3.0 never call a trigger's ``on_kill``: a deferred task's
-  generation is not cancelled there.
+  redistribution; and it cancels the trigger again about every second while ``on_kill`` runs (see
+  :func:`acancel_if_marked_failed`). Airflow 2.11 and 3.0 never call a trigger's ``on_kill``: a
+  deferred task's generation is not cancelled there.
 
 So the cancel asks the task instance's current state (:func:`killed_by_mark_failed`): only ``failed``
 cancels. Mark-success (``success``), clear (``None``/``restarting``: the next try reuses the
@@ -57,6 +58,9 @@ log = logging.getLogger(__name__)
 CANCELLING_STATES = frozenset({"failed"})
 #: Seconds the cancel (its fetch and its DELETE) may take; Airflow bounds a trigger's ``on_kill`` at 30 s.
 CANCEL_SECONDS = 20.0
+#: Seconds a trigger's whole ``on_kill`` cancel may take (the state read, then :data:`CANCEL_SECONDS`):
+#: under Airflow's ``[triggerer] on_kill_timeout``, 30 s by default.
+ON_KILL_SECONDS = 25.0
 #: The errors a wait that reached its deadline ends the task with, or that the task's error was raised
 #: from: the provider's own (:func:`~airflow_provider_luma.outcome.settle`) and Airflow's sensor time-out.
 DEADLINE_ERRORS: tuple[type[BaseException], ...] = (LumaWaitTimeoutError, AirflowSensorTimeout)
@@ -176,6 +180,50 @@ async def acancel_unfinished(hook: LumaHook, refs: Iterable[GenerationRef]) -> l
         except LumaError as error:
             _not_cancelled(ref, error)
     return cancelled
+
+
+async def acancel_if_marked_failed(ti: Any, hook: LumaHook, refs: Iterable[GenerationRef], logger: Any) -> None:
+    """
+    The triggerer half of ``cancel_on_kill`` (the trigger's ``on_kill``): when ``ti`` was marked failed,
+    cancel the unfinished generations of ``refs`` and tell ``logger`` which.
+
+    It runs to its end (at most :data:`ON_KILL_SECONDS`) although Airflow cancels its caller again
+    meanwhile. Airflow 3.3.2's trigger runner cancels a cancelled trigger's task again on each pass of
+    its loop, about every second, until the trigger has ended, ``on_kill`` included: the supervisor
+    keeps the trigger in ``to_cancel`` (``airflow/jobs/triggerer_job_runner.py:599-602``) and
+    ``cancel_triggers`` cancels the task each time (``:1249-1253``, ``:1408-1411``). So ``on_kill`` has
+    about a second, not ``on_kill_timeout``, and a state read or DELETE slower than that was cut off.
+    The work runs as a task of its own, which those cancels do not reach. A line logged after the
+    trigger has ended goes to the triggerer's own log: Airflow closes the trigger's log then (``:584-592``).
+    """
+    work = asyncio.ensure_future(_acancel_if_marked_failed(ti, hook, refs, logger))
+    _OUTLASTING.add(work)  # the event loop keeps only weak references to tasks
+    work.add_done_callback(_OUTLASTING.discard)
+    current = asyncio.current_task()
+    while not work.done():
+        try:
+            await asyncio.shield(work)
+        except asyncio.CancelledError:
+            if work.cancelled() or current is None:
+                raise
+            current.uncancel()  # Airflow's repeated cancel: the work goes on, and so does this wait for it
+    work.result()
+
+
+#: The tasks of :func:`acancel_if_marked_failed` still running.
+_OUTLASTING: set[asyncio.Task[None]] = set()
+
+
+async def _acancel_if_marked_failed(ti: Any, hook: LumaHook, refs: Iterable[GenerationRef], logger: Any) -> None:
+    try:
+        async with asyncio.timeout(ON_KILL_SECONDS):
+            if not await akilled_by_mark_failed(ti):
+                return
+            cancelled = await acancel_unfinished(hook, refs)
+    except TimeoutError:
+        logger.warning("The cancel of the task's Luma generations did not end within %.0f s.", ON_KILL_SECONDS)
+        return
+    logger.info("Task marked failed: cancelled Luma generation(s) %s.", ", ".join(cancelled) or "none")
 
 
 def ended_at_deadline(error: BaseException) -> bool:

@@ -71,7 +71,9 @@ def test_prints_one_line_per_step_and_nothing_of_airflow(tmp_path: Path) -> None
 
 def test_verbose_adds_airflows_lines_and_never_shows_the_key(tmp_path: Path) -> None:
     # A connection given as AIRFLOW_CONN_LUMA_DEFAULT (here a simulator with the sentinel key) is used as is.
-    sim = LumaSimulator(api_key=SENTINEL_KEY, hold_seconds=30.0, queued_seconds=2.0, dreaming_seconds=2.0)
+    # Queued 5 s: the wait task starts a second or two after the submit task on a loaded machine, and
+    # must still find the generation queued for the fetches below.
+    sim = LumaSimulator(api_key=SENTINEL_KEY, hold_seconds=30.0, queued_seconds=5.0, dreaming_seconds=2.0)
     sim.start()
     try:
         result = run_demo(tmp_path, "--verbose", AIRFLOW_CONN_LUMA_DEFAULT=connection_json(sim))

@@ -144,13 +144,9 @@ class LumaGenerationTrigger(BaseTrigger):
         clear); with ``cancel_on_kill``, cancel the unfinished generations if the task is now
         ``failed``, and only then (see :mod:`airflow_provider_luma.cancel`).
         """
-        if not self.cancel_on_kill:
-            return
-        ti = getattr(self, "task_instance", None)
-        if not await cancel.akilled_by_mark_failed(ti):
-            return
-        cancelled = await cancel.acancel_unfinished(LumaHook(luma_conn_id=self.luma_conn_id), self.refs)
-        self.log.info("Task marked failed: cancelled Luma generation(s) %s.", ", ".join(cancelled) or "none")
+        if self.cancel_on_kill:
+            hook = LumaHook(luma_conn_id=self.luma_conn_id)
+            await cancel.acancel_if_marked_failed(getattr(self, "task_instance", None), hook, self.refs, self.log)
 
 
 def _refs(

@@ -11,6 +11,7 @@ Airflow; its parsing of the 3.3 answer's shape is tested on its own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from types import SimpleNamespace
@@ -27,6 +28,7 @@ from airflow_provider_luma.testing import LumaSimulator
 from airflow_provider_luma.triggers.luma import LumaGenerationTrigger
 from tests.support.connection import connection_json
 from tests.support.events import all_events
+from tests.support.logs import logged_text
 from tests.support.tasks import task_context
 
 USER_ACTION = "__airflow_user_action__"  # Airflow 3.3.2's _USER_ACTION_CANCEL_MSG
@@ -56,6 +58,30 @@ async def kill_deferred(trigger: LumaGenerationTrigger) -> None:
     await trigger.on_kill()
 
 
+async def kill_deferred_cancelling_every_loop(trigger: LumaGenerationTrigger, loop_seconds: float = 0.2) -> None:
+    """
+    :func:`kill_deferred` as Airflow 3.3.2's triggerer really does it: ``on_kill`` is awaited (under
+    ``wait_for``, ``triggerer_job_runner.py:1655-1658``) inside the cancelled task, which the runner cancels
+    again on each pass of its loop until the task has ended (``:1249-1253``, ``:1408-1411``).
+    """
+    trigger.task_instance = TI
+
+    async def run_trigger() -> None:
+        try:
+            await all_events(trigger)
+        except asyncio.CancelledError as error:
+            if error.args == (USER_ACTION,):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait_for(trigger.on_kill(), timeout=30)
+            raise
+
+    running = asyncio.ensure_future(run_trigger())
+    await asyncio.sleep(0.3)  # the wait has made its first poll
+    while not running.done():
+        running.cancel(USER_ACTION)
+        await asyncio.sleep(loop_seconds)
+
+
 def deferred_wait(generation_id: str, cancel_on_kill: bool = True) -> LumaGenerationTrigger:
     return LumaGenerationTrigger(
         refs=[{"id": generation_id, "api": "dream-machine"}], deadline=time.time() + 30, cancel_on_kill=cancel_on_kill
@@ -73,6 +99,27 @@ def test_a_deferred_wait_is_cancelled_only_when_marked_failed(monkeypatch, luma,
     asyncio.run(kill_deferred(deferred_wait(generation.id)))
     assert luma.count("dm_delete") == deletes
     assert [r["path"].rsplit("/", 1)[-1] for r in luma.requests("dm_delete")] == [generation.id] * deletes
+
+
+def test_a_cancel_slower_than_the_triggerers_loop_still_ends_and_is_told(monkeypatch, luma, caplog, capsys):
+    # Airflow 3.3.2 cancels the trigger again about every second while its on_kill runs: a DELETE that
+    # takes longer (here 1.5 s, against a 0.2 s loop) was cut off before its answer and its log line.
+    generation = LumaHook().create_generation("slow fox")
+    user_left_the_task(monkeypatch, "failed")
+    luma.inject_fault("slow", endpoint="dm_delete", delay=1.5)
+    told = f"Task marked failed: cancelled Luma generation(s) {generation.id}."
+
+    async def scenario() -> None:
+        await kill_deferred_cancelling_every_loop(deferred_wait(generation.id))
+        for _ in range(100):  # the cancel may go on after Airflow has given up on the trigger: up to 10 s
+            if asyncio.all_tasks() == {asyncio.current_task()}:
+                break
+            await asyncio.sleep(0.1)
+
+    with caplog.at_level("INFO"):
+        asyncio.run(scenario())
+    assert told in logged_text(caplog, capsys)
+    assert [r["path"].rsplit("/", 1)[-1] for r in luma.requests("dm_delete")] == [generation.id]
 
 
 def test_cancel_on_kill_off_sends_nothing_and_asks_nothing(monkeypatch, luma):
