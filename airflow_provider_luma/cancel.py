@@ -58,8 +58,8 @@ log = logging.getLogger(__name__)
 CANCELLING_STATES = frozenset({"failed"})
 #: Seconds the cancel (its fetch and its DELETE) may take; Airflow bounds a trigger's ``on_kill`` at 30 s.
 CANCEL_SECONDS = 20.0
-#: Seconds a trigger's whole ``on_kill`` cancel may take (the state read, then :data:`CANCEL_SECONDS`):
-#: under Airflow's ``[triggerer] on_kill_timeout``, 30 s by default.
+#: Seconds a trigger's whole ``on_kill`` cancel may take (the state read, then :data:`CANCEL_SECONDS`),
+#: at most: less when Airflow's ``[triggerer] on_kill_timeout`` (30 s by default) is shorter.
 ON_KILL_SECONDS = 25.0
 #: The errors a wait that reached its deadline ends the task with, or that the task's error was raised
 #: from: the provider's own (:func:`~airflow_provider_luma.outcome.settle`) and Airflow's sensor time-out.
@@ -187,41 +187,64 @@ async def acancel_if_marked_failed(ti: Any, hook: LumaHook, refs: Iterable[Gener
     The triggerer half of ``cancel_on_kill`` (the trigger's ``on_kill``): when ``ti`` was marked failed,
     cancel the unfinished generations of ``refs`` and tell ``logger`` which.
 
-    It runs to its end (at most :data:`ON_KILL_SECONDS`) although Airflow cancels its caller again
+    It runs to its end (at most :func:`on_kill_seconds`) although Airflow cancels its caller again
     meanwhile. Airflow 3.3.2's trigger runner cancels a cancelled trigger's task again on each pass of
     its loop, about every second, until the trigger has ended, ``on_kill`` included: the supervisor
     keeps the trigger in ``to_cancel`` (``airflow/jobs/triggerer_job_runner.py:599-602``) and
     ``cancel_triggers`` cancels the task each time (``:1249-1253``, ``:1408-1411``). So ``on_kill`` has
     about a second, not ``on_kill_timeout``, and a state read or DELETE slower than that was cut off.
-    The work runs as a task of its own, which those cancels do not reach. A line logged after the
-    trigger has ended goes to the triggerer's own log: Airflow closes the trigger's log then (``:584-592``).
+    The work runs as a task of its own, which those cancels do not reach, and this waits for it through
+    them. It ends before Airflow's own ``on_kill_timeout``, so that time-out never has to fire.
+    On Python 3.11, ``asyncio.wait_for`` stops waiting at the third cancel and the work goes on alone.
+    On 3.12 and later, the trigger stays open until the work ends. A line logged after the trigger has
+    ended goes to the triggerer's own log: Airflow closes the trigger's log then (``:584-592``).
     """
-    work = asyncio.ensure_future(_acancel_if_marked_failed(ti, hook, refs, logger))
+    work = asyncio.ensure_future(_acancel_if_marked_failed(ti, hook, refs, logger, on_kill_seconds()))
     _OUTLASTING.add(work)  # the event loop keeps only weak references to tasks
     work.add_done_callback(_OUTLASTING.discard)
-    current = asyncio.current_task()
     while not work.done():
         try:
             await asyncio.shield(work)
         except asyncio.CancelledError:
-            if work.cancelled() or current is None:
+            current = asyncio.current_task()
+            if work.cancelled() or current is None:  # the event loop is closing: the work was cancelled too
                 raise
             current.uncancel()  # Airflow's repeated cancel: the work goes on, and so does this wait for it
     work.result()
+
+
+def on_kill_seconds() -> float:
+    """
+    :data:`ON_KILL_SECONDS`, or a second less than Airflow's ``[triggerer] on_kill_timeout`` when that
+    is shorter, so that the cancel ends before Airflow stops waiting for it (at least 1 s).
+    """
+    from airflow.configuration import conf
+
+    try:
+        airflows = conf.getfloat("triggerer", "on_kill_timeout", fallback=30.0)
+    except ValueError:
+        airflows = 30.0
+    return max(1.0, min(ON_KILL_SECONDS, airflows - 1.0))
 
 
 #: The tasks of :func:`acancel_if_marked_failed` still running.
 _OUTLASTING: set[asyncio.Task[None]] = set()
 
 
-async def _acancel_if_marked_failed(ti: Any, hook: LumaHook, refs: Iterable[GenerationRef], logger: Any) -> None:
+async def _acancel_if_marked_failed(
+    ti: Any, hook: LumaHook, refs: Iterable[GenerationRef], logger: Any, seconds: float
+) -> None:
+    # Nothing is raised: once wait_for has stopped waiting (Python 3.11), nobody would see it.
     try:
-        async with asyncio.timeout(ON_KILL_SECONDS):
+        async with asyncio.timeout(seconds):
             if not await akilled_by_mark_failed(ti):
                 return
             cancelled = await acancel_unfinished(hook, refs)
     except TimeoutError:
-        logger.warning("The cancel of the task's Luma generations did not end within %.0f s.", ON_KILL_SECONDS)
+        logger.warning("The cancel of the task's Luma generations did not end within %.0f s.", seconds)
+        return
+    except Exception:
+        logger.warning("The cancel of the task's Luma generations failed.", exc_info=True)
         return
     logger.info("Task marked failed: cancelled Luma generation(s) %s.", ", ".join(cancelled) or "none")
 

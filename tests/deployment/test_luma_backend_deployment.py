@@ -127,8 +127,12 @@ def test_the_sensor_on_lumas_backend_defers_succeeds_and_a_mark_failed_cancels(l
     # The trigger's own lines go to the task's log (its triggerer part); the cancel's, when it ends after
     # Airflow has given up on the trigger and closed its log (triggerer_job_runner.py:584-592), to the
     # triggerer's own log.
-    killed_log = dep.task_log_text(DAG_ID, killed, "wait") + dep.component_logs()["triggerer"]
-    assert f"Task marked failed: cancelled Luma generation(s) {killed_id}." in killed_log, killed_log[-3000:]
+    told = f"Task marked failed: cancelled Luma generation(s) {killed_id}."
+
+    def killed_log() -> str:
+        return dep.task_log_text(DAG_ID, killed, "wait") + dep.component_logs()["triggerer"]
+
+    wait_until(lambda: told in killed_log(), 30, killed_log()[-3000:])
     cleared_log = dep.task_log_text(DAG_ID, cleared, "wait")
     assert "not cancelling" in cleared_log, cleared_log[-3000:]
     leaks = find_leaks({"task logs": dep.task_log_text(), "database": dep.db_dump_text(), **dep.component_logs()})

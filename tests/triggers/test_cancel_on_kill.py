@@ -122,6 +122,29 @@ def test_a_cancel_slower_than_the_triggerers_loop_still_ends_and_is_told(monkeyp
     assert [r["path"].rsplit("/", 1)[-1] for r in luma.requests("dm_delete")] == [generation.id]
 
 
+def test_a_cancel_that_outlasts_its_bound_is_told_and_never_raised(monkeypatch, luma, caplog, capsys):
+    generation = LumaHook().create_generation("slow fox")
+    user_left_the_task(monkeypatch, "failed")
+    monkeypatch.setattr(cancel, "ON_KILL_SECONDS", 1.0)
+    luma.inject_fault("slow", endpoint="dm_delete", delay=3)
+    trigger = deferred_wait(generation.id)
+    trigger.task_instance = TI
+    with caplog.at_level("INFO"):
+        asyncio.run(trigger.on_kill())
+    text = logged_text(caplog, capsys)
+    assert "The cancel of the task's Luma generations did not end within 1 s." in text
+    assert "Task marked failed" not in text
+
+
+def test_the_cancel_ends_before_airflows_on_kill_timeout(monkeypatch):
+    # Airflow stops waiting for on_kill at [triggerer] on_kill_timeout: the cancel is bounded under it.
+    assert cancel.on_kill_seconds() == cancel.ON_KILL_SECONDS == 25.0  # Airflow's default: 30 s
+    monkeypatch.setenv("AIRFLOW__TRIGGERER__ON_KILL_TIMEOUT", "10")
+    assert cancel.on_kill_seconds() == 9.0
+    monkeypatch.setenv("AIRFLOW__TRIGGERER__ON_KILL_TIMEOUT", "0")
+    assert cancel.on_kill_seconds() == 1.0
+
+
 def test_cancel_on_kill_off_sends_nothing_and_asks_nothing(monkeypatch, luma):
     generation = LumaHook().create_generation("slow fox")
     monkeypatch.setattr(cancel, "task_state", lambda ti: pytest.fail("the state is not even asked"))
