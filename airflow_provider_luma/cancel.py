@@ -44,6 +44,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from airflow.configuration import conf
 from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSensorTimeout, AirflowSkipException
 
 from airflow_provider_luma import outcome
@@ -199,6 +200,8 @@ async def acancel_if_marked_failed(ti: Any, hook: LumaHook, refs: Iterable[Gener
     On 3.12 and later, the trigger stays open until the work ends. A line logged after the trigger has
     ended goes to the triggerer's own log: Airflow closes the trigger's log then (``:584-592``).
     """
+    caller = asyncio.current_task()
+    assert caller is not None, "awaited outside a task"
     work = asyncio.ensure_future(_acancel_if_marked_failed(ti, hook, refs, logger, on_kill_seconds()))
     _OUTLASTING.add(work)  # the event loop keeps only weak references to tasks
     work.add_done_callback(_OUTLASTING.discard)
@@ -206,10 +209,9 @@ async def acancel_if_marked_failed(ti: Any, hook: LumaHook, refs: Iterable[Gener
         try:
             await asyncio.shield(work)
         except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if work.cancelled() or current is None:  # the event loop is closing: the work was cancelled too
+            if work.cancelled():  # the event loop is closing: the work was cancelled too
                 raise
-            current.uncancel()  # Airflow's repeated cancel: the work goes on, and so does this wait for it
+            caller.uncancel()  # Airflow's repeated cancel: the work goes on, and so does this wait for it
     work.result()
 
 
@@ -218,8 +220,6 @@ def on_kill_seconds() -> float:
     :data:`ON_KILL_SECONDS`, or a second less than Airflow's ``[triggerer] on_kill_timeout`` when that
     is shorter, so that the cancel ends before Airflow stops waiting for it (at least 1 s).
     """
-    from airflow.configuration import conf
-
     try:
         airflows = conf.getfloat("triggerer", "on_kill_timeout", fallback=30.0)
     except ValueError:
@@ -246,7 +246,12 @@ async def _acancel_if_marked_failed(
     except Exception:
         logger.warning("The cancel of the task's Luma generations failed.", exc_info=True)
         return
-    logger.info("Task marked failed: cancelled Luma generation(s) %s.", ", ".join(cancelled) or "none")
+    told_cancelled(logger, "Task marked failed", cancelled)
+
+
+def told_cancelled(logger: Any, why: str, cancelled: list[str]) -> None:
+    """The one INFO line of a cancel: ``"<why>: cancelled Luma generation(s) <ids or none>."``."""
+    logger.info("%s: cancelled Luma generation(s) %s.", why, ", ".join(cancelled) or "none")
 
 
 def ended_at_deadline(error: BaseException) -> bool:
@@ -312,7 +317,7 @@ class CancelOnKill:
         ti, hook, refs = self._kill_target
         if killed_by_mark_failed(ti):
             cancelled = cancel_unfinished(hook, refs)
-            log.info("Task marked failed: cancelled Luma generation(s) %s.", ", ".join(cancelled) or "none")
+            told_cancelled(log, "Task marked failed", cancelled)
 
     @contextmanager
     def cancelling_at_deadline(self, context: Any, target: Target, *, reached: bool = False) -> Iterator[None]:
@@ -369,4 +374,4 @@ def _cancel_at_deadline(target: Target) -> None:
             outcome.message(str(error)),
         )
         return
-    log.info("The wait reached its deadline: cancelled Luma generation(s) %s.", ", ".join(cancelled) or "none")
+    told_cancelled(log, "The wait reached its deadline", cancelled)

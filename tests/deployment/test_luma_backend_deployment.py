@@ -129,7 +129,8 @@ def test_the_sensor_on_lumas_backend_defers_succeeds_and_a_mark_failed_cancels(l
     def killed_log() -> str:
         return dep.task_log_text(DAG_ID, killed, "wait") + dep.component_logs()["triggerer"]
 
-    wait_until(lambda: told in killed_log(), 30, killed_log()[-3000:])
+    wait_until(lambda: told in killed_log(), 30, "the cancel's line in the task's or the triggerer's log")
+    assert told in killed_log(), killed_log()[-3000:]
     cleared_log = dep.task_log_text(DAG_ID, cleared, "wait")
     assert "not cancelling" in cleared_log, cleared_log[-3000:]
     leaks = find_leaks({"task logs": dep.task_log_text(), "database": dep.db_dump_text(), **dep.component_logs()})
